@@ -1,0 +1,1 @@
+"""Networks: the explainer supernet, the audience ResNet-18 and the evaluation networks."""
