@@ -135,3 +135,27 @@ def test_drop_path_keeps_the_expectation():
   y = eval_network.drop_path(x, jnp.float32(0.3), KEY)
   assert set(np.unique(np.asarray(y)).round(4)) == {0.0, np.float32(1 / 0.7).round(4)}
   assert abs(float(y.mean()) - 1.0) < 0.02
+
+
+def test_supernet_hessian_products_are_exact(x64):
+  """jvp-of-grad against central differences of the gradient in float64.
+
+  The radius must be tiny: the supernet's gradient jumps wherever a ReLU or a max-pool window
+  switches, and a radius of 1e-2..1e-6 crosses such jumps (the finite-difference error then
+  grows like 1/r). That is the finite-difference mode's inaccuracy, not the product's.
+  """
+  model = explainer.Supernet(num_classes=5, channels=4, layers=1, impl='xla')
+  init, apply = explainer.make_explainer(model)
+  x = jax.random.normal(KEY, (4, 8, 8, 3))
+  as64 = lambda t: jax.tree.map(lambda a: a.astype(jnp.float64), t)
+  params = as64(jax.jit(init)(KEY, x))
+  alphas = as64(explainer.init_alphas(jax.random.PRNGKey(1)))
+  loss = lambda p, a: _loss(apply, p, a, x)
+  v = jax.tree.map(lambda a: jax.random.normal(jax.random.PRNGKey(3), a.shape, a.dtype), params)
+  grad_a = jax.jit(jax.grad(loss, 1))
+  hvp = jax.jit(lambda p, a, v: jax.jvp(lambda q: grad_a(q, a), (p,), (v,))[1])(params, alphas, v)
+  r = 1e-8
+  shifted = lambda s: grad_a(jax.tree.map(lambda a, b: a + s * r * b, params, v), alphas)
+  fd = jax.tree.map(lambda p, m: (p - m) / (2 * r), shifted(1), shifted(-1))
+  flat = lambda t: np.concatenate([np.ravel(l) for l in jax.tree.leaves(t)])
+  assert np.linalg.norm(flat(fd) - flat(hvp)) <= 1e-6 * np.linalg.norm(flat(hvp))

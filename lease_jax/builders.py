@@ -1,0 +1,100 @@
+"""From a config to the pure objects of a search: models, optimizers, the `SearchSpec`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lease_jax import data, hypergrad, lease, optim
+from lease_jax.models import audience as audience_lib
+from lease_jax.models import explainer as explainer_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+  """A configured search: the static spec and what initialises its state."""
+
+  spec: lease.SearchSpec
+  explainer: explainer_lib.Supernet
+  audience: audience_lib.ResNet18 | None
+  info: data.DatasetInfo
+  steps_per_epoch: int
+  init_scale: float = 1e-3
+
+  def init_state(self, seed: int) -> lease.SearchState:
+    """The step-0 state: weights, A = init_scale · N(0, 1), fresh optimizer states, the RNG."""
+    key_e, key_a, key_w, key_rng = jax.random.split(jax.random.PRNGKey(seed), 4)
+    sample = jnp.zeros((2,) + self.info.image_shape, jnp.float32)
+    alphas = explainer_lib.init_alphas(key_a, self.explainer.steps, self.init_scale)
+    explainer = jax.jit(self.explainer.init)(key_e, alphas, sample)['params']
+    audience = jax.jit(self.audience.init)(key_w, sample)['params'] if self.audience else {}
+    return lease.init_state(self.spec, explainer, alphas, audience, key_rng)
+
+
+def epsilon(config, info: data.DatasetInfo) -> tuple[float, ...]:
+  """ε per channel in the normalised input space: `epsilon_pixels / std_c`."""
+  return tuple(float(config.explanation.epsilon_pixels / s) for s in info.std)
+
+
+def build_search(config, info: data.DatasetInfo, steps_per_epoch: int,
+                 bn_groups: int = 1) -> Search:
+  """The search a config describes (models, optimizers, hypergradient mode, options)."""
+  ex, au, search = config.explainer, config.audience, config.search
+  explainer = explainer_lib.Supernet(
+      num_classes=info.num_classes, channels=ex.channels, layers=ex.layers, steps=ex.steps,
+      multiplier=ex.multiplier, stem_multiplier=ex.stem_multiplier, bn_groups=bn_groups,
+      remat=ex.remat, impl=ex.impl)
+  _, explainer_apply = explainer_lib.make_explainer(explainer)
+  gamma = float(search.gamma)
+  audience = None
+  audience_apply = audience_tx = None
+  if gamma > 0:
+    audience = audience_lib.ResNet18(num_classes=info.num_classes, width=au.width,
+                                     bn_groups=bn_groups)
+    _, audience_apply = audience_lib.make_audience(audience)
+    audience_tx = optim.weights_optimizer(au.learning_rate, au.learning_rate_min, au.momentum,
+                                          au.weight_decay, search.epochs, steps_per_epoch)
+  explanation = hypergrad.ExplanationOptions(
+      epsilon=epsilon(config, info), step_size=float(config.explanation.step_size),
+      target=config.explanation.target, clip=bool(config.explanation.clip),
+      sign=bool(config.explanation.sign))
+  problem = hypergrad.Problem(
+      explainer_apply=explainer_apply, audience_apply=audience_apply,
+      explainer_tx=optim.weights_optimizer(ex.learning_rate, ex.learning_rate_min, ex.momentum,
+                                           ex.weight_decay, search.epochs, steps_per_epoch),
+      audience_tx=audience_tx, explanation=explanation, gamma=gamma,
+      audience_input=config.explanation.audience_input,
+      fd_radius=float(config.hypergrad.fd_radius))
+  arch = config.arch
+  spec = lease.SearchSpec(
+      problem=problem,
+      arch_tx=optim.arch_optimizer(arch.learning_rate, arch.b1, arch.b2, arch.weight_decay),
+      mode=search.mode, explainer_clip=float(ex.grad_clip), audience_clip=float(au.grad_clip),
+      learning_rate=optim.per_epoch_cosine(ex.learning_rate, ex.learning_rate_min,
+                                           search.epochs, steps_per_epoch))
+  return Search(spec, explainer, audience, info, steps_per_epoch, float(arch.init_scale))
+
+
+def search_streams(config, info, train_source, batch_size: int | None = None):
+  """The search's train and val `BatchStream`s (DARTS's split of the training set)."""
+  batch_size = batch_size or config.search.batch_size
+  train_idx, val_idx = data.search_split(len(train_source), config.data.train_portion)
+  transform = data.Transform(config.data.augment, info.mean, info.std, config.data.padding)
+  workers = config.data.get('workers', 0)
+  train = data.BatchStream(train_source, train_idx, batch_size, config.seed, transform,
+                           workers=workers)
+  val = data.BatchStream(train_source, val_idx, batch_size, config.seed + 1, transform,
+                         workers=workers)
+  return train, val
+
+
+def to_device(batch: dict, dtype=jnp.float32) -> dict:
+  """The model's inputs of a numpy batch (the mask is for evaluation only)."""
+  return {'image': jnp.asarray(batch['image'], dtype), 'label': jnp.asarray(batch['label'])}
+
+
+def flat_norm(tree) -> float:
+  return float(np.sqrt(sum(float(jnp.vdot(x, x)) for x in jax.tree.leaves(tree))))

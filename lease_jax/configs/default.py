@@ -1,0 +1,90 @@
+"""The offline quick search: a real LeaSE search on scikit-learn's digits, on 2 CPU cores.
+
+  lease-search --workdir=runs/default              # this config is the default
+  lease-search --config=configs/default.py --workdir=runs/default --config.search.gamma=0.5
+
+Every experiment config starts from this one and overrides fields; every field can be
+overridden on the command line (`--config.<field>=<value>`).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 2
+
+  # Data. source: 'packaged' (digits, offline) | 'image_folder' | 'tfds'.
+  config.data = ml_collections.ConfigDict(dict(
+      source='packaged',
+      name='digits',
+      data_dir='',
+      train_portion=0.5,        # DARTS: half of the training set searches, half validates
+      augment='crop',           # 'none' | 'crop' | 'crop_flip' (digits are not flip-invariant)
+      padding=1,                # random-crop padding (4 for CIFAR)
+      workers=0,                # threads decoding a batch (image folders, ImageNet)
+  ))
+
+  # The search loop.
+  config.search = ml_collections.ConfigDict(dict(
+      mode='hvp',               # 'exact' | 'hvp' | 'finite_difference' | 'first_order'
+      gamma=1.0,                # weight of the audience's validation loss; 0 = DARTS
+      epochs=10,
+      batch_size=32,
+      jit_whole_step=True,      # one program per iteration; False: jitted pieces (full size)
+      log_every=10,             # steps between metric writes (and split hypergradient terms)
+      checkpoint_every=50,      # steps between checkpoints (and at every epoch's end)
+      keep_checkpoints=2,
+      max_steps=-1,             # stop early after this many steps (-1: all epochs)
+  ))
+
+  # The explainer supernet and its optimizer (DARTS: SGD 0.025 cosine to 0.001, momentum 0.9,
+  # weight decay 3e-4, clip 5).
+  config.explainer = ml_collections.ConfigDict(dict(
+      channels=8,
+      layers=5,
+      steps=4,
+      multiplier=4,
+      stem_multiplier=3,
+      impl='xla',               # kernels: 'auto' | 'slices' (fast on CPU) | 'xla' (fast compile)
+      remat=True,
+      learning_rate=0.025,
+      learning_rate_min=0.001,
+      momentum=0.9,
+      weight_decay=3e-4,
+      grad_clip=5.0,
+  ))
+
+  # The audience: ResNet-18 (CIFAR variant), `width` channels in its first stage (64 = ResNet-18).
+  config.audience = ml_collections.ConfigDict(dict(
+      width=16,
+      learning_rate=0.025,
+      learning_rate_min=0.001,
+      momentum=0.9,
+      weight_decay=3e-4,
+      grad_clip=5.0,
+  ))
+
+  # The architecture optimizer (DARTS: Adam 3e-4, betas (0.5, 0.999), weight decay 1e-3).
+  config.arch = ml_collections.ConfigDict(dict(
+      learning_rate=3e-4,
+      b1=0.5,
+      b2=0.999,
+      weight_decay=1e-3,
+      init_scale=1e-3,          # A = init_scale · N(0, 1)
+  ))
+
+  # Explanations (Eq. 7).
+  config.explanation = ml_collections.ConfigDict(dict(
+      epsilon_pixels=8 / 255,   # ε in pixel units; divided by each channel's std
+      step_size=1.0,            # ξ_Δ, the raw-gradient ascent step on O_Δ (a sum over the batch)
+      target='soft',            # 'soft' (paper) | 'label' (official code)
+      clip=False,               # project δ' onto the ε-box
+      sign=False,               # detached sign step (official code): no audience hypergradient
+      audience_input='product',  # 'product' (δ' ⊙ x, paper) | 'saliency' (clip(|δ'|/ε) ⊙ x)
+  ))
+
+  config.hypergrad = ml_collections.ConfigDict(dict(
+      fd_radius=0.01,           # finite differences: r = fd_radius / ‖v‖ (DARTS)
+  ))
+  return config

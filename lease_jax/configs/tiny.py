@@ -1,0 +1,24 @@
+"""The smallest real search, for tests: digits, a one-cell supernet, a narrow ResNet-18.
+
+  lease-search --config=configs/tiny.py --workdir=/tmp/tiny
+
+Compile time dominates at this size (the programs are as large as at full size, the arrays tiny),
+so the supernet has one cell (a reduction cell: both cell types' α exist, the normal one unused)
+and XLA's own kernels, which compile fastest.
+"""
+
+from lease_jax.configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.search.epochs = 1
+  config.search.batch_size = 8
+  config.search.log_every = 2
+  config.search.checkpoint_every = 2
+  config.search.max_steps = 4
+  config.explainer.channels = 4
+  config.explainer.layers = 1
+  config.explainer.impl = 'xla'
+  config.audience.width = 4
+  return config

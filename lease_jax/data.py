@@ -1,0 +1,395 @@
+"""Data: sources, the search split, deterministic batch streams, augmentation.
+
+The data stack, and why:
+  * Sources are random-access (`len`, `[i] -> (uint8 HWC image, label)`):
+      - `packaged`: scikit-learn's digits (1,797 real 8x8 images, installed with the package): the
+        offline default, so the README's command works on a fresh machine with no download;
+      - `image_folder`: `root/{train,test}/<class>/*.jpg|png`, class index = sorted folder name
+        (e.g. ../shared/data/cifar10-jpeg.tar.gz once extracted), decoded lazily with Pillow;
+      - `tfds`: a TensorFlow Datasets builder read through `tfds.data_source` (array_record, no
+        TensorFlow needed to *read*). Preparing CIFAR-10/100 or ImageNet the first time needs
+        TensorFlow (`pip install tensorflow`; `tfds build cifar10 --file_format=array_record`,
+        ImageNet from its manual download); this package does not depend on it.
+  * Order comes from grain (`MapDataset.shuffle(seed).batch(...).repeat()`): a random-access,
+    TF-free pipeline, reshuffled every epoch from the seed. Batch `k` of a stream is a pure
+    function of (seed, k): there is no iterator state, the data position *is* the step, and a
+    resumed run reads exactly the batches an uninterrupted run would. Each process of a
+    multi-host run reads only its own rows of every global batch.
+  * Augmentation is numpy, per example, seeded by (seed, step, row of the global batch): the
+    same whatever the number of processes or devices.
+
+The search split (DARTS): the first `train_portion` of the training set is the search's train
+set (D_e^tr = D_a^tr), the rest its validation set (D_e^val = D_a^val); each is its own stream.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+from typing import Callable, Sequence
+
+import grain
+import numpy as np
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm')
+SOURCES = ('packaged', 'image_folder', 'tfds')
+
+
+class DataError(ValueError):
+  """A data path or setting that cannot work; the message names it and what is accepted."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What a model needs to know about a dataset."""
+
+  name: str
+  num_classes: int
+  image_shape: tuple[int, int, int]  # H, W, C of the images a model sees
+  mean: tuple[float, ...]  # per channel, pixel values in [0, 1]
+  std: tuple[float, ...]
+
+
+# Per-channel statistics (pixels in [0, 1]); DARTS's CIFAR-10 values.
+KNOWN = {
+    'cifar10': (10, (32, 32, 3), (0.49139968, 0.48215827, 0.44653124),
+                (0.24703233, 0.24348505, 0.26158768)),
+    'cifar100': (100, (32, 32, 3), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    'imagenet2012': (1000, (224, 224, 3), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources.
+
+
+class ArraySource:
+  """Images and labels held in memory."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray):
+    self.images, self.labels = images, labels.astype(np.int32)
+
+  def __len__(self):
+    return len(self.labels)
+
+  def __getitem__(self, i):
+    return self.images[i], self.labels[i]
+
+
+class ImageFolderSource:
+  """`root/<class>/*.jpg|png`, decoded on access (Pillow); labels = sorted class folders."""
+
+  def __init__(self, root: str, classes: Sequence[str] | None = None, mode: str = 'RGB'):
+    if not os.path.isdir(root):
+      raise DataError(f'image folder {root!r} does not exist (expected root/{{train,test}}/'
+                      f'<class>/*.jpg|png)')
+    found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    self.classes = list(classes) if classes is not None else found
+    if not self.classes:
+      raise DataError(f'image folder {root!r} has no class subfolders')
+    missing = sorted(set(self.classes) - set(found))
+    if missing:
+      raise DataError(f'image folder {root!r} lacks class folders {missing}')
+    self.files, labels = [], []
+    for label, name in enumerate(self.classes):
+      folder = os.path.join(root, name)
+      files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+      self.files += [os.path.join(folder, f) for f in files]
+      labels += [label] * len(files)
+    if not self.files:
+      raise DataError(f'image folder {root!r} holds no images ({", ".join(IMAGE_EXTENSIONS)})')
+    self.labels = np.asarray(labels, np.int32)
+    self.mode = mode
+
+  def __len__(self):
+    return len(self.files)
+
+  def __getitem__(self, i):
+    from PIL import Image
+    path = self.files[i]
+    try:
+      with Image.open(path) as image:
+        array = np.asarray(image.convert(self.mode))
+    except OSError as e:
+      raise DataError(f'cannot decode image {path!r}: {e}') from None
+    return (array[..., None] if array.ndim == 2 else array), self.labels[i]
+
+
+class TfdsSource:
+  """A tfds split through `tfds.data_source` (random access, no TensorFlow)."""
+
+  def __init__(self, name: str, split: str, data_dir: str | None):
+    import tensorflow_datasets as tfds
+    try:
+      self.source = tfds.data_source(name, split=split, data_dir=data_dir or None,
+                                     download=False)
+    except Exception as e:  # tfds raises many types for a missing or unprepared dataset
+      where = data_dir or '~/tensorflow_datasets'
+      raise DataError(
+          f'tfds dataset {name!r} split {split!r} is not prepared (array_record) in {where}: '
+          f'{type(e).__name__}: {str(e).splitlines()[0][:200]}. Prepare it on a machine with '
+          f'TensorFlow (tfds build {name} --file_format=array_record) or use source='
+          f'"image_folder"') from None
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    record = self.source[i]
+    image = np.asarray(record['image'])
+    return (image[..., None] if image.ndim == 2 else image), np.int32(record['label'])
+
+
+def _digits() -> tuple[ArraySource, ArraySource]:
+  from sklearn.datasets import load_digits
+  from sklearn.model_selection import train_test_split
+  digits = load_digits()
+  images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]  # 0..16 -> 0..255
+  train_x, test_x, train_y, test_y = train_test_split(
+      images, digits.target, test_size=0.2, random_state=0, stratify=digits.target)
+  return ArraySource(train_x, train_y), ArraySource(test_x, test_y)
+
+
+def load_sources(config) -> tuple[DatasetInfo, object, object]:
+  """(info, train source, test source) from a `config.data` block.
+
+  Fields: `source` ('packaged' | 'image_folder' | 'tfds'), `name`, `data_dir`.
+  """
+  source, name, data_dir = config.source, config.name, config.get('data_dir', '') or ''
+  if source not in SOURCES:
+    raise DataError(f'data.source {source!r}; accepted: {", ".join(SOURCES)}')
+  if source == 'packaged':
+    if name != 'digits':
+      raise DataError(f'data.name {name!r} with source "packaged"; the packaged dataset is '
+                      f'"digits" (use source "tfds" or "image_folder" for {name!r})')
+    train, test = _digits()
+    pixels = train.images.astype(np.float64) / 255
+    info = DatasetInfo('digits', 10, train.images.shape[1:],
+                       (float(pixels.mean()),), (float(pixels.std()),))
+    return info, train, test
+  if source == 'image_folder':
+    if not data_dir:
+      raise DataError('data.data_dir must name the image folder root (holding train/ and test/)')
+    train = ImageFolderSource(os.path.join(data_dir, 'train'))
+    test_dir = os.path.join(data_dir, 'test')
+    test = ImageFolderSource(test_dir, train.classes) if os.path.isdir(test_dir) else None
+    sample = train[0][0]
+    if name in KNOWN:
+      num_classes, shape, mean, std = KNOWN[name]
+      if len(train.classes) != num_classes:
+        raise DataError(f'{data_dir!r} has {len(train.classes)} classes; {name} has '
+                        f'{num_classes}')
+      shape = shape if name == 'imagenet2012' else sample.shape
+    else:
+      mean, std = _channel_stats(train)
+      num_classes, shape = len(train.classes), sample.shape
+    return DatasetInfo(name, num_classes, tuple(shape), tuple(mean), tuple(std)), train, test
+  if name not in KNOWN:
+    raise DataError(f'data.name {name!r} with source "tfds"; accepted: {", ".join(KNOWN)}')
+  num_classes, shape, mean, std = KNOWN[name]
+  test_split = 'validation' if name == 'imagenet2012' else 'test'
+  train = TfdsSource(name, 'train', data_dir)
+  test = TfdsSource(name, test_split, data_dir)
+  return DatasetInfo(name, num_classes, shape, mean, std), train, test
+
+
+def _channel_stats(source, limit: int = 2000):
+  rng = np.random.default_rng(0)
+  picks = rng.choice(len(source), min(limit, len(source)), replace=False)
+  pixels = np.concatenate([source[int(i)][0].reshape(-1, source[0][0].shape[-1])
+                           for i in picks]).astype(np.float64) / 255
+  return tuple(pixels.mean(0)), tuple(np.maximum(pixels.std(0), 1e-3))
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation (numpy, one example at a time).
+
+
+def random_crop_flip(image: np.ndarray, rng: np.random.Generator, padding: int,
+                     flip: bool) -> np.ndarray:
+  """`RandomCrop(size, padding)` (zero padding) and `RandomHorizontalFlip()`."""
+  h, w = image.shape[:2]
+  if padding:
+    image = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
+    top, left = rng.integers(0, 2 * padding + 1, size=2)
+    image = image[top:top + h, left:left + w]
+  if flip and rng.random() < 0.5:
+    image = image[:, ::-1]
+  return image
+
+
+def cutout(image: np.ndarray, rng: np.random.Generator, length: int) -> np.ndarray:
+  """DARTS's `Cutout`: zero a length x length square (clipped) centred uniformly at random."""
+  h, w = image.shape[:2]
+  y, x = rng.integers(0, h), rng.integers(0, w)
+  image = image.copy()
+  image[max(0, y - length // 2):min(h, y + length // 2),
+        max(0, x - length // 2):min(w, x + length // 2)] = 0
+  return image
+
+
+def imagenet_train(image: np.ndarray, rng: np.random.Generator, size: int = 224) -> np.ndarray:
+  """`RandomResizedCrop(size)`, `RandomHorizontalFlip()`, `ColorJitter(0.4, 0.4, 0.4, 0.2)`."""
+  from PIL import Image, ImageEnhance
+  h, w = image.shape[:2]
+  for _ in range(10):
+    area = h * w * rng.uniform(0.08, 1.0)
+    ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+    cw, ch = int(round(np.sqrt(area * ratio))), int(round(np.sqrt(area / ratio)))
+    if 0 < cw <= w and 0 < ch <= h:
+      top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+      break
+  else:
+    ch = cw = min(h, w)
+    top, left = (h - ch) // 2, (w - cw) // 2
+  pil = Image.fromarray(image[top:top + ch, left:left + cw]).resize((size, size), Image.BILINEAR)
+  if rng.random() < 0.5:
+    pil = pil.transpose(Image.FLIP_LEFT_RIGHT)
+  for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+    pil = enhance(pil).enhance(rng.uniform(0.6, 1.4))
+  hsv = np.asarray(pil.convert('HSV')).copy()
+  hsv[..., 0] = (hsv[..., 0].astype(np.int32) + int(rng.uniform(-0.2, 0.2) * 255)) % 256
+  return np.asarray(Image.fromarray(hsv, 'HSV').convert('RGB'))
+
+
+def imagenet_eval(image: np.ndarray, size: int = 224) -> np.ndarray:
+  """`Resize(256)`, `CenterCrop(224)`."""
+  from PIL import Image
+  h, w = image.shape[:2]
+  scale = 256 / min(h, w)
+  pil = Image.fromarray(image).resize((max(size, round(w * scale)), max(size, round(h * scale))),
+                                      Image.BILINEAR)
+  w2, h2 = pil.size
+  left, top = (w2 - size) // 2, (h2 - size) // 2
+  return np.asarray(pil.crop((left, top, left + size, top + size)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+  """How a stream turns a uint8 image into a normalised float32 one.
+
+  kind: 'none', 'crop' (random crop with zero padding), 'crop_flip' (+ horizontal flip),
+    'imagenet_train' (random resized crop, flip, colour jitter), 'imagenet_eval' (resize + centre
+    crop).
+  """
+
+  kind: str
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  padding: int = 4
+  cutout: int = 0
+
+  KINDS = ('none', 'crop', 'crop_flip', 'imagenet_train', 'imagenet_eval')
+
+  def __post_init__(self):
+    if self.kind not in self.KINDS:
+      raise DataError(f'augmentation {self.kind!r}; accepted: {", ".join(self.KINDS)}')
+
+  def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if self.kind in ('crop', 'crop_flip'):
+      image = random_crop_flip(image, rng, self.padding, self.kind == 'crop_flip')
+    elif self.kind == 'imagenet_train':
+      image = imagenet_train(image, rng)
+    elif self.kind == 'imagenet_eval':
+      image = imagenet_eval(image)
+    out = (image.astype(np.float32) / 255 - np.float32(self.mean)) / np.float32(self.std)
+    return cutout(out, rng, self.cutout) if self.cutout else out
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams.
+
+
+class BatchStream:
+  """Batches of a set of examples, reshuffled every epoch; batch k is a pure function of k.
+
+  Args:
+    source: random-access examples.
+    indices: which examples of `source` this stream draws from.
+    batch_size: the global batch size.
+    seed: the stream's seed (order and augmentation).
+    transform: the per-example transform.
+    shuffle: reshuffle every epoch (training); otherwise the original order, with the last
+      partial batch padded and masked (evaluation).
+  """
+
+  def __init__(self, source, indices: np.ndarray, batch_size: int, seed: int,
+               transform: Transform, shuffle: bool = True, workers: int = 0):
+    if batch_size < 1:
+      raise DataError(f'batch size must be >= 1, got {batch_size}')
+    if shuffle and len(indices) < batch_size:
+      raise DataError(f'a stream of {len(indices)} examples cannot fill a batch of '
+                      f'{batch_size}; lower the batch size or use more data')
+    self.source, self.indices = source, np.asarray(indices)
+    self.batch_size, self.seed, self.transform, self.shuffle = batch_size, seed, transform, shuffle
+    ds = grain.MapDataset.source(self.indices)
+    if shuffle:
+      self._order = ds.shuffle(seed=seed).batch(batch_size, drop_remainder=True).repeat(None)
+      self.steps_per_epoch = len(self.indices) // batch_size
+    else:
+      self._order = ds.batch(batch_size, drop_remainder=False)
+      self.steps_per_epoch = len(self._order)
+    self._pool = concurrent.futures.ThreadPoolExecutor(workers) if workers > 1 else None
+
+  def global_indices(self, step: int) -> np.ndarray:
+    return np.asarray(self._order[step])
+
+  def batch(self, step: int, process_index: int = 0, process_count: int = 1) -> dict:
+    """The rows of global batch `step` that belong to this process (contiguous blocks).
+
+    Returns `{'image': float32 [b, H, W, C], 'label': int32 [b], 'mask': float32 [b]}`; `mask`
+    is 0 on the padding rows of a final partial evaluation batch.
+    """
+    if self.batch_size % process_count:
+      raise DataError(f'batch size {self.batch_size} does not split over {process_count} '
+                      f'processes')
+    chosen = self.global_indices(step)
+    valid = len(chosen)
+    if valid < self.batch_size:  # final evaluation batch: pad by repeating the first example
+      chosen = np.concatenate([chosen, np.repeat(chosen[:1], self.batch_size - valid)])
+    per = self.batch_size // process_count
+    rows = range(process_index * per, (process_index + 1) * per)
+
+    def load(row):
+      image, label = self.source[int(chosen[row])]
+      rng = np.random.default_rng([self.seed, step, row])
+      return self.transform(np.asarray(image), rng), label
+
+    loaded = list(self._pool.map(load, rows) if self._pool else map(load, rows))
+    return {'image': np.stack([x for x, _ in loaded]).astype(np.float32),
+            'label': np.asarray([y for _, y in loaded], np.int32),
+            'mask': np.asarray([1.0 if r < valid else 0.0 for r in rows], np.float32)}
+
+
+def search_split(num_examples: int, train_portion: float) -> tuple[np.ndarray, np.ndarray]:
+  """DARTS's split of the training set: the first `portion` for train, the rest for val."""
+  if not 0 < train_portion < 1:
+    raise DataError(f'data.train_portion must be in (0, 1), got {train_portion}')
+  split = int(np.floor(train_portion * num_examples))
+  if split == 0 or split == num_examples:
+    raise DataError(f'train_portion {train_portion} leaves an empty split of {num_examples}')
+  return np.arange(split), np.arange(split, num_examples)
+
+
+class Prefetcher:
+  """Loads the next batches on a background thread while the current step runs."""
+
+  def __init__(self, fetch: Callable[[int], dict], start: int, depth: int = 2):
+    self._fetch, self._next, self._depth = fetch, start, depth
+    self._pool = concurrent.futures.ThreadPoolExecutor(1)
+    self._queue = [self._pool.submit(fetch, start + i) for i in range(depth)]
+
+  def get(self, step: int) -> dict:
+    if step != self._next:  # out of order (a resume): restart the queue
+      for future in self._queue:
+        future.cancel()
+      self._queue = [self._pool.submit(self._fetch, step + i) for i in range(self._depth)]
+      self._next = step
+    future = self._queue.pop(0)
+    self._queue.append(self._pool.submit(self._fetch, step + self._depth))
+    self._next += 1
+    return future.result()
+
+  def close(self):
+    self._pool.shutdown(wait=False, cancel_futures=True)

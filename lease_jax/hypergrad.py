@@ -1,0 +1,512 @@
+"""The LeaSE stages and the architecture hypergradient ∇_A O_A, in four modes.
+
+Notation (DESIGN.md §1). Explainer `f(x; E, A)`, audience `g(x; W)`, train batch `(x, t)`, val
+batch `(xv, tv)`, random start `δ0`. One search iteration's look-ahead is
+
+  Eq. 6   E'(A)   = E + U_E(∇_E CE(f(x; E, A), t))                      explainer_virtual_step
+  Eq. 7   δ'(E',A) = P(δ0 + ξ_Δ ∇_δ O_Δ(δ0; E', A))                      explain
+          O_Δ(δ)  = Σ_i CE(softmax f(x_i + δ_i; E', A), target_i)
+  Eq. 8   W'(δ')  = W + U_W(∇_W CE(g(a(δ', x); W), t))                   audience_virtual_step
+  Eq. 9   O_A(A)  = CE(f(xv; E', A), tv) + γ · CE(g(xv; W'), tv)         unrolled_objective
+
+where `U(grad) = tx.update(grad, opt_state, params)[0]` is the optimizer's real update (for SGD with
+momentum μ and weight decay λ: `-ξ (μ·buf + grad + λ·params)`, DARTS's `_compute_unrolled_model`),
+`P` is the identity or the projection onto the ε-box (`clip`), and `a(δ', x)` is the audience's
+input (`δ' ⊙ x` in the paper). The paper's Eq. 7 writes a descent step while its Eq. 2 maximises
+O_Δ; the ascent is right (the official code ascends). With the soft target and `δ0 = 0` the
+gradient of O_Δ is exactly zero (p(x + 0) = target), hence the random start.
+
+`hypergradient(mode, ...)` returns ∇_A O_A split into the explainer term (the first CE) and the
+audience term (γ · the second):
+
+  exact              `jax.vjp` of O_A(A) through the whole unrolled chain: one program; the
+                     reference.
+  hvp                the chain rule of the paper (Eqs. 10, 12-17) with every mixed second
+                     derivative an exact Hessian-vector product, `jax.jvp` of `jax.grad`. Each
+                     piece is its own jitted, first-order-sized program (`static_argnames=
+                     'problem'`); called inside an outer `jax.jit` they inline into one.
+  finite_difference  the same chain, each product by central differences (Eq. 11):
+                     `H v ≈ (∇ f(b + r v) - ∇ f(b - r v)) / 2r`, `r = radius / ‖v‖`; the ± calls
+                     share one compiled gradient.
+  first_order        `∇_A CE(f(xv; E, A), tv)` (DARTS-1st). The audience has no first-order path
+                     to A: its term is zero.
+
+The chain (hvp and finite_difference), with `vjp_U(v)` the transpose of the optimizer update's
+derivative in its gradient argument (exactly `-ξ v` for SGD):
+
+  v_W = ∇_W' CE(g(xv; W'), tv);        u_δ = (∂δ'-map)ᵀ ∇_δ' <∇_W CE(g(a(δ', x); W), t), vjp_U_W(v_W)>
+  (u_E, u_A) = ξ_Δ ∇_(E',A) <∇_δ O_Δ(δ0; E', A), u_δ>                   (zero with `sign`)
+  v_E = ∇_E' CE(f(xv; E', A), tv),     d_A = ∇_A CE(f(xv; E', A), tv)
+  explainer term = d_A + ∇_A <∇_E CE(f(x; E, A), t), vjp_U_E(v_E)>
+  audience term  = γ (u_A + ∇_A <∇_E CE(f(x; E, A), t), vjp_U_E(u_E)>)
+
+`u_A` is the direct dependence of δ' on A (the explanation is computed by the supernet, which
+takes A): the paper's chain omits it; the exact gradient has it, so this chain has it too.
+
+Everything here is model-agnostic: pure apply functions and optax transforms, so the tests run
+the same code on tiny MLPs in float64 against numerical derivatives of O_A.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Array = jax.Array
+PyTree = Any
+Batch = Mapping[str, Array]  # {'image': [B, H, W, C] (or [B, D]), 'label': [B] int}
+
+MODES = ('exact', 'hvp', 'finite_difference', 'first_order')
+TARGETS = ('soft', 'label')
+AUDIENCE_INPUTS = ('product', 'saliency')
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplanationOptions:
+  """How the explainer explains (Eq. 7).
+
+  Attributes:
+    epsilon: the perturbation bound ε, in the units of the (normalised) input: a float, or one
+      float per input channel (ε = 8/255 pixels divided by each channel's std).
+    step_size: ξ_Δ, the ascent step on O_Δ (a raw-gradient step: O_Δ sums over the batch).
+    target: 'soft' (the explainer's own prediction, the paper) or 'label' (official code).
+    clip: project δ' onto the ε-box.
+    sign: take a sign step, detached (official code): then ∂δ'/∂E' = 0.
+  """
+
+  epsilon: float | tuple[float, ...] = 8 / 255
+  step_size: float = 1.0
+  target: str = 'soft'
+  clip: bool = False
+  sign: bool = False
+
+  def __post_init__(self):
+    if self.target not in TARGETS:
+      raise ValueError(f'explanation target {self.target!r}; accepted: {", ".join(TARGETS)}')
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+  """The static description of one LeaSE problem (hashable: a jit static argument).
+
+  Attributes:
+    explainer_apply: `(E, A, x) -> logits`.
+    audience_apply: `(W, x) -> logits`.
+    explainer_tx: the explainer's optimizer without gradient clipping (the virtual step, Eq. 6,
+      uses its update exactly; the real step clips first).
+    audience_tx: the audience's optimizer, likewise.
+    explanation: `ExplanationOptions`.
+    gamma: γ, the weight of the audience's validation loss. 0 removes stages 2-3 (DARTS-2nd).
+    audience_input: 'product' (`δ' ⊙ x`, the paper) or 'saliency' (`clip(|δ'|/ε, 0, 1) ⊙ x`).
+    fd_radius: the finite-difference radius numerator (`r = fd_radius / ‖v‖`, DARTS: 0.01).
+  """
+
+  explainer_apply: Callable[..., Array]
+  audience_apply: Callable[..., Array] | None
+  explainer_tx: optax.GradientTransformation
+  audience_tx: optax.GradientTransformation | None
+  explanation: ExplanationOptions = ExplanationOptions()
+  gamma: float = 1.0
+  audience_input: str = 'product'
+  fd_radius: float = 0.01
+
+  def __post_init__(self):
+    if self.audience_input not in AUDIENCE_INPUTS:
+      raise ValueError(f'audience_input {self.audience_input!r}; accepted: '
+                       f'{", ".join(AUDIENCE_INPUTS)}')
+    if self.gamma < 0:
+      raise ValueError(f'gamma must be >= 0, got {self.gamma}')
+    if self.gamma > 0 and (self.audience_apply is None or self.audience_tx is None):
+      raise ValueError('gamma > 0 needs an audience (audience_apply and audience_tx)')
+
+  @property
+  def has_audience(self) -> bool:
+    return self.gamma > 0
+
+
+class Hypergradient(NamedTuple):
+  """∇_A O_A and its two terms (each shaped like A). The terms are None where not computed."""
+
+  total: PyTree
+  explainer: PyTree | None
+  audience: PyTree | None
+  metrics: dict[str, Array]
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pieces.
+
+
+def cross_entropy(logits: Array, labels: Array) -> Array:
+  """Mean cross-entropy with integer labels (`nn.CrossEntropyLoss`)."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def accuracy(logits: Array, labels: Array) -> Array:
+  return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+def tree_dot(a: PyTree, b: PyTree) -> Array:
+  return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def tree_norm(a: PyTree) -> Array:
+  return optax.tree.norm(a)
+
+
+def tree_add(a, b):
+  return jax.tree.map(jnp.add, a, b)
+
+
+def tree_scale(s, a):
+  return jax.tree.map(lambda x: s * x, a)
+
+
+def _updated(tx: optax.GradientTransformation, grads, opt_state, params):
+  updates, _ = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates)
+
+
+def update_vjp(tx: optax.GradientTransformation, grads, opt_state, params, cotangent):
+  """`(∂ params'/∂ grads)ᵀ cotangent` for `params' = params + tx.update(grads, ...)`.
+
+  Exactly `-lr · cotangent` for SGD (+ momentum, + weight decay); general for any optax transform.
+  """
+  _, pullback = jax.vjp(lambda g: _updated(tx, g, opt_state, params), grads)
+  return pullback(cotangent)[0]
+
+
+def random_start(key: Array, shape, epsilon, dtype=jnp.float32) -> Array:
+  """δ0 ~ U(-ε, ε) per input element (ε per channel broadcasts over the last axis)."""
+  eps = jnp.asarray(epsilon, dtype)
+  return jax.random.uniform(key, shape, dtype, -1.0, 1.0) * eps
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages (Eqs. 6-9), each a pure function.
+
+
+def explainer_train_loss(problem: Problem, E, A, batch: Batch):
+  logits = problem.explainer_apply(E, A, batch['image'])
+  return cross_entropy(logits, batch['label']), logits
+
+
+def explainer_virtual_step(problem: Problem, E, A, opt_state, batch: Batch):
+  """Eq. 6: `E' = E + U_E(∇_E CE(f(x; E, A), t))`. Returns (E', grad, loss, logits)."""
+  (loss, logits), grads = jax.value_and_grad(
+      lambda e: explainer_train_loss(problem, e, A, batch), has_aux=True)(E)
+  return _updated(problem.explainer_tx, grads, opt_state, E), grads, loss, logits
+
+
+def explanation_objective(problem: Problem, delta, E, A, images, labels):
+  """O_Δ(δ) = Σ_i CE(softmax f(x_i + δ_i; E, A), target_i) (Eq. 7's objective, to maximise)."""
+  logits = problem.explainer_apply(E, A, images + delta)
+  if problem.explanation.target == 'soft':
+    target = jax.nn.softmax(problem.explainer_apply(E, A, images))
+    return jnp.sum(optax.softmax_cross_entropy(logits, target))
+  return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+def _project(problem: Problem, delta_raw):
+  if problem.explanation.clip:
+    eps = jnp.asarray(problem.explanation.epsilon, delta_raw.dtype)
+    return jnp.clip(delta_raw, -eps, eps)
+  return delta_raw
+
+
+def explanation_ascent(problem: Problem, E, A, images, labels, delta0):
+  """The unprojected step of Eq. 7 (with the ascent sign): `δ0 + ξ_Δ ∇_δ O_Δ(δ0; E, A)`.
+
+  With `sign`, the step is `ξ_Δ sign(∇_δ O_Δ)`, detached (the official code's).
+  """
+  grad = jax.grad(explanation_objective, argnums=1)(problem, delta0, E, A, images, labels)
+  if problem.explanation.sign:
+    grad = jax.lax.stop_gradient(jnp.sign(grad))
+  return delta0 + problem.explanation.step_size * grad
+
+
+def explain(problem: Problem, E, A, images, labels, delta0):
+  """Eq. 7: `δ' = P(δ0 + ξ_Δ ∇_δ O_Δ(δ0; E, A))`, P the optional projection onto the ε-box."""
+  return _project(problem, explanation_ascent(problem, E, A, images, labels, delta0))
+
+
+def audience_input(problem: Problem, delta, images):
+  """What the audience learns from: `δ' ⊙ x` (or the ε-normalised saliency `|δ'|/ε ⊙ x`)."""
+  if problem.audience_input == 'saliency':
+    eps = jnp.asarray(problem.explanation.epsilon, delta.dtype)
+    return jnp.clip(jnp.abs(delta) / eps, 0.0, 1.0) * images
+  return delta * images
+
+
+def audience_train_loss(problem: Problem, W, delta, batch: Batch):
+  logits = problem.audience_apply(W, audience_input(problem, delta, batch['image']))
+  return cross_entropy(logits, batch['label']), logits
+
+
+def audience_virtual_step(problem: Problem, W, opt_state, delta, batch: Batch):
+  """Eq. 8: `W' = W + U_W(∇_W CE(g(a(δ', x); W), t))`. Returns (W', grad, loss, logits)."""
+  (loss, logits), grads = jax.value_and_grad(
+      lambda w: audience_train_loss(problem, w, delta, batch), has_aux=True)(W)
+  return _updated(problem.audience_tx, grads, opt_state, W), grads, loss, logits
+
+
+def unrolled_objective(problem: Problem, A, E, W, explainer_state, audience_state,
+                       train: Batch, val: Batch, delta0):
+  """Eq. 9's two terms as functions of A through the whole unrolled chain.
+
+  Returns ((L_e^val, L_a^val), metrics); O_A = L_e^val + γ L_a^val.
+  """
+  E1, _, _, _ = explainer_virtual_step(problem, E, A, explainer_state, train)
+  val_logits = problem.explainer_apply(E1, A, val['image'])
+  explainer_val = cross_entropy(val_logits, val['label'])
+  metrics = {'explainer_val_loss': explainer_val,
+             'explainer_val_acc': accuracy(val_logits, val['label'])}
+  if not problem.has_audience:
+    return (explainer_val, jnp.zeros_like(explainer_val)), metrics
+  delta = explain(problem, E1, A, train['image'], train['label'], delta0)
+  W1, _, _, _ = audience_virtual_step(problem, W, audience_state, delta, train)
+  audience_logits = problem.audience_apply(W1, val['image'])
+  audience_val = cross_entropy(audience_logits, val['label'])
+  metrics.update(audience_val_loss=audience_val,
+                 audience_val_acc=accuracy(audience_logits, val['label']),
+                 delta_abs_mean=jnp.mean(jnp.abs(delta)))
+  return (explainer_val, audience_val), metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Jitted pieces (first-order sized). `problem` is static: a piece compiles once per problem and
+# shape, and inlines when called under an outer jit.
+
+_piece = functools.partial(jax.jit, static_argnames=('problem',))
+
+
+@_piece
+def _exact(problem: Problem, A, E, W, explainer_state, audience_state, train, val, delta0):
+  (losses, pullback, metrics) = jax.vjp(
+      lambda a: unrolled_objective(problem, a, E, W, explainer_state, audience_state, train, val,
+                                   delta0), A, has_aux=True)
+  one = jnp.ones_like(losses[0])
+  zero = jnp.zeros_like(losses[0])
+  explainer_term = pullback((one, zero))[0]
+  audience_term = tree_scale(problem.gamma, pullback((zero, one))[0])
+  return explainer_term, audience_term, metrics
+
+
+@_piece
+def _first_order(problem: Problem, A, E, val):
+  def loss(a):
+    logits = problem.explainer_apply(E, a, val['image'])
+    return cross_entropy(logits, val['label']), logits
+  (value, logits), grad = jax.value_and_grad(loss, has_aux=True)(A)
+  return grad, {'explainer_val_loss': value, 'explainer_val_acc': accuracy(logits, val['label'])}
+
+
+@_piece
+def _virtual_explainer(problem: Problem, E, A, explainer_state, train):
+  E1, grads, loss, logits = explainer_virtual_step(problem, E, A, explainer_state, train)
+  return E1, grads
+
+
+@_piece
+def _explainer_val_grads(problem: Problem, E1, A, val):
+  def loss(e, a):
+    logits = problem.explainer_apply(e, a, val['image'])
+    return cross_entropy(logits, val['label']), logits
+  (value, logits), (v_E, d_A) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(E1, A)
+  return v_E, d_A, {'explainer_val_loss': value,
+                    'explainer_val_acc': accuracy(logits, val['label'])}
+
+
+@_piece
+def _virtual_audience(problem: Problem, W, audience_state, delta, train):
+  W1, grads, _, _ = audience_virtual_step(problem, W, audience_state, delta, train)
+  return W1, grads
+
+
+@_piece
+def _audience_val_grad(problem: Problem, W1, val):
+  def loss(w):
+    logits = problem.audience_apply(w, val['image'])
+    return cross_entropy(logits, val['label']), logits
+  (value, logits), v_W = jax.value_and_grad(loss, has_aux=True)(W1)
+  return v_W, {'audience_val_loss': value, 'audience_val_acc': accuracy(logits, val['label'])}
+
+
+@functools.partial(jax.jit, static_argnames=('tx',))
+def _update_vjp(tx, grads, opt_state, params, cotangent):
+  return update_vjp(tx, grads, opt_state, params, cotangent)
+
+
+# The three mixed second derivatives, each as `∇_a <∇_b f(a, b), v>` = d/dε ∇_a f(a, b + ε v):
+# forward-over-reverse (hvp) or central differences of the gradient (finite_difference).
+
+
+def _grad_delta_audience(problem: Problem, W, delta, train):
+  return jax.grad(lambda d: audience_train_loss(problem, W, d, train)[0])(delta)
+
+
+def _grad_A_train(problem: Problem, E, A, train):
+  return jax.grad(lambda a: explainer_train_loss(problem, E, a, train)[0])(A)
+
+
+@_piece
+def _audience_product_hvp(problem: Problem, W, delta, train, w_W):
+  """`∇_δ <∇_W CE(g(a(δ, x); W), t), w_W>` as the jvp in W of ∇_δ CE."""
+  return jax.jvp(lambda w: _grad_delta_audience(problem, w, delta, train), (W,), (w_W,))[1]
+
+
+@_piece
+def _audience_grad_delta(problem: Problem, W, delta, train):
+  return _grad_delta_audience(problem, W, delta, train)
+
+
+@_piece
+def _explanation_product_hvp(problem: Problem, delta0, E1, A, train, u_delta):
+  """`∇_(E,A) <∇_δ O_Δ(δ0; E, A), u_δ>` as the jvp in δ of ∇_(E,A) O_Δ."""
+  def grads(d):
+    return jax.grad(explanation_objective, argnums=(2, 3))(problem, d, E1, A, train['image'],
+                                                           train['label'])
+  return jax.jvp(grads, (delta0,), (u_delta,))[1]
+
+
+@_piece
+def _explanation_grads(problem: Problem, delta0, E1, A, train):
+  return jax.grad(explanation_objective, argnums=(2, 3))(problem, delta0, E1, A, train['image'],
+                                                         train['label'])
+
+
+@_piece
+def _explain_vjp(problem: Problem, delta_raw, cotangent):
+  """Pulls a cotangent of δ' back through the projection P to the raw step."""
+  return jax.vjp(lambda d: _project(problem, d), delta_raw)[1](cotangent)[0]
+
+
+@_piece
+def _explanation_ascent(problem: Problem, E1, A, images, labels, delta0):
+  return explanation_ascent(problem, E1, A, images, labels, delta0)
+
+
+@_piece
+def _project_piece(problem: Problem, delta_raw):
+  return _project(problem, delta_raw)
+
+
+@_piece
+def _implicit_product_hvp(problem: Problem, E, A, train, w_E):
+  """`∇_A <∇_E CE(f(x; E, A), t), w_E>` as the jvp in E of ∇_A CE (DARTS's Eq. 7 product)."""
+  return jax.jvp(lambda e: _grad_A_train(problem, e, A, train), (E,), (w_E,))[1]
+
+
+@_piece
+def _grad_A_train_piece(problem: Problem, E, A, train):
+  return _grad_A_train(problem, E, A, train)
+
+
+def _central_difference(grad_fn, base, direction, radius_numerator):
+  """`(grad_fn(base + r v) - grad_fn(base - r v)) / 2r` with `r = radius / ‖v‖` (Eq. 11)."""
+  r = radius_numerator / jnp.maximum(tree_norm(direction), jnp.finfo(jnp.float32).tiny)
+  plus = grad_fn(jax.tree.map(lambda b, v: b + r * v, base, direction))
+  minus = grad_fn(jax.tree.map(lambda b, v: b - r * v, base, direction))
+  return jax.tree.map(lambda p, m: (p - m) / (2 * r), plus, minus)
+
+
+def _implicit_product(problem, mode, E, A, train, w_E):
+  if mode == 'hvp':
+    return _implicit_product_hvp(problem, E, A, train, w_E)
+  return _central_difference(lambda e: _grad_A_train_piece(problem, e, A, train), E, w_E,
+                             problem.fd_radius)
+
+
+# ---------------------------------------------------------------------------------------------
+# The public function.
+
+
+def hypergradient(mode: str, problem: Problem, *, E, A, W, explainer_state, audience_state,
+                  train: Batch, val: Batch, delta0: Array | None = None,
+                  key: Array | None = None, split_terms: bool = True) -> Hypergradient:
+  """∇_A O_A of one LeaSE iteration (Eq. 9), by `mode` (see the module docstring).
+
+  Args:
+    mode: 'exact' | 'hvp' | 'finite_difference' | 'first_order'.
+    problem: apply functions, optimizers, explanation options, γ (`Problem`).
+    E, A, W: explainer weights, architecture, audience weights (pytrees; W unused when γ = 0).
+    explainer_state, audience_state: the optimizers' states (the virtual steps use them exactly:
+      momentum buffers, step counts, learning-rate schedules).
+    train, val: `{'image', 'label'}` batches.
+    delta0: the random start δ0 (same shape as the train images); or give `key` to draw it.
+    split_terms: in 'hvp' / 'finite_difference', also compute the explainer and audience terms
+      separately (one more implicit product). 'exact' always splits (one more backward pass).
+
+  Returns:
+    `Hypergradient(total, explainer, audience, metrics)`, each gradient shaped like A.
+  """
+  if mode not in MODES:
+    raise ValueError(f'hypergradient mode {mode!r}; accepted: {", ".join(MODES)}')
+  if mode == 'first_order':
+    grad, metrics = _first_order(problem, A, E, val)
+    return Hypergradient(grad, grad, jax.tree.map(jnp.zeros_like, grad), metrics)
+
+  if problem.has_audience and delta0 is None:
+    if key is None:
+      raise ValueError('hypergradient needs delta0 or a key to draw it')
+    delta0 = random_start(key, train['image'].shape, problem.explanation.epsilon,
+                          train['image'].dtype)
+
+  if mode == 'exact':
+    explainer_term, audience_term, metrics = _exact(problem, A, E, W, explainer_state,
+                                                    audience_state, train, val, delta0)
+    return Hypergradient(tree_add(explainer_term, audience_term), explainer_term,
+                         audience_term, metrics)
+
+  # hvp / finite_difference: the paper's chain, piece by piece.
+  E1, g_E = _virtual_explainer(problem, E, A, explainer_state, train)
+  v_E, d_A, metrics = _explainer_val_grads(problem, E1, A, val)
+  u_E = u_A = None
+  if problem.has_audience:
+    delta_raw = _explanation_ascent(problem, E1, A, train['image'], train['label'], delta0)
+    delta = _project_piece(problem, delta_raw)
+    W1, g_W = _virtual_audience(problem, W, audience_state, delta, train)
+    v_W, audience_metrics = _audience_val_grad(problem, W1, val)
+    metrics = {**metrics, **audience_metrics, 'delta_abs_mean': jnp.mean(jnp.abs(delta))}
+    w_W = _update_vjp(problem.audience_tx, g_W, audience_state, W, v_W)
+    if mode == 'hvp':
+      u_delta = _audience_product_hvp(problem, W, delta, train, w_W)
+    else:
+      u_delta = _central_difference(lambda w: _audience_grad_delta(problem, w, delta, train), W,
+                                    w_W, problem.fd_radius)
+    u_delta = tree_scale(problem.gamma, _explain_vjp(problem, delta_raw, u_delta))
+    if problem.explanation.sign:
+      # The detached sign step: δ' does not depend on E' or A.
+      u_E = jax.tree.map(jnp.zeros_like, E1)
+      u_A = jax.tree.map(jnp.zeros_like, A)
+    else:
+      if mode == 'hvp':
+        u_E, u_A = _explanation_product_hvp(problem, delta0, E1, A, train, u_delta)
+      else:
+        u_E, u_A = _central_difference(
+            lambda d: _explanation_grads(problem, d, E1, A, train), delta0, u_delta,
+            problem.fd_radius)
+      step = problem.explanation.step_size
+      u_E, u_A = tree_scale(step, u_E), tree_scale(step, u_A)
+
+  if problem.has_audience and split_terms:
+    w_v = _update_vjp(problem.explainer_tx, g_E, explainer_state, E, v_E)
+    w_u = _update_vjp(problem.explainer_tx, g_E, explainer_state, E, u_E)
+    explainer_term = tree_add(d_A, _implicit_product(problem, mode, E, A, train, w_v))
+    audience_term = tree_add(u_A, _implicit_product(problem, mode, E, A, train, w_u))
+    return Hypergradient(tree_add(explainer_term, audience_term), explainer_term, audience_term,
+                         metrics)
+  c_E = v_E if u_E is None else tree_add(v_E, u_E)
+  w_E = _update_vjp(problem.explainer_tx, g_E, explainer_state, E, c_E)
+  total = tree_add(d_A, _implicit_product(problem, mode, E, A, train, w_E))
+  if u_A is not None:
+    total = tree_add(total, u_A)
+  if not problem.has_audience:
+    return Hypergradient(total, total, jax.tree.map(jnp.zeros_like, total), metrics)
+  return Hypergradient(total, None, None, metrics)
+

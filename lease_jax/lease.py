@@ -1,0 +1,188 @@
+"""One LeaSE search iteration (DESIGN.md §1, stages 1-5) as a pure function of the search state.
+
+  state, metrics = search_step(spec, state, train_batch, val_batch)
+
+1-4. The architecture hypergradient ∇_A O_A (`hypergrad.hypergradient`, in `spec.mode`).
+5.   DARTS's order, on the same train batch: A takes an Adam step; E takes a real optimizer step
+     (gradient-norm clipped) with the new A; a fresh explanation δ' is computed with the new E
+     (a new random start); W takes a real step on δ' ⊙ x (clipped).
+
+The step's randomness is `fold_in(state.rng, state.step)`, so a step depends only on the state
+and the batches: a resumed run repeats an uninterrupted one exactly.
+
+`make_step(spec, jit_whole=...)` gives the callable a training loop uses: with `jit_whole` the
+iteration is one jitted program (tiny and small configs; accelerators); otherwise a thin Python
+driver over jitted pieces, each first-order sized (the hypergradient's pieces, then one program
+for the real steps), which is what compiles at full size on CPU (DESIGN.md §6).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from lease_jax import hypergrad as hg
+from lease_jax import optim
+
+PyTree = Any
+
+
+@flax.struct.dataclass
+class SearchState:
+  """Everything a search needs to continue: every pytree, every optimizer state, step, RNG."""
+
+  step: jax.Array
+  explainer: PyTree  # E
+  alphas: PyTree  # A = {'alphas_normal', 'alphas_reduce'}
+  audience: PyTree  # W ({} when γ = 0)
+  explainer_opt_state: PyTree
+  audience_opt_state: PyTree
+  alphas_opt_state: PyTree
+  rng: jax.Array  # raw uint32 key; step keys are fold_in(rng, step)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpec:
+  """The static part of a search (hashable: a jit static argument).
+
+  Attributes:
+    problem: apply functions, inner optimizers, explanation options, γ (`hypergrad.Problem`).
+    arch_tx: the architecture optimizer.
+    mode: the hypergradient mode ('exact', 'hvp', 'finite_difference', 'first_order').
+    explainer_clip, audience_clip: gradient-norm clipping of the real steps (<= 0: off).
+    learning_rate: the weights' schedule `step -> lr` (for the metrics).
+  """
+
+  problem: hg.Problem
+  arch_tx: optax.GradientTransformation
+  mode: str = 'hvp'
+  explainer_clip: float = 5.0
+  audience_clip: float = 5.0
+  learning_rate: Callable[[Any], Any] | None = None
+
+  def __post_init__(self):
+    if self.mode not in hg.MODES:
+      raise ValueError(f'search mode {self.mode!r}; accepted: {", ".join(hg.MODES)}')
+
+
+def init_state(spec: SearchSpec, explainer: PyTree, alphas: PyTree, audience: PyTree,
+               rng: jax.Array) -> SearchState:
+  """The state at step 0, from initial parameters (the optimizers' states are fresh)."""
+  problem = spec.problem
+  audience = audience if problem.has_audience else {}
+  return SearchState(
+      step=jnp.zeros((), jnp.int32),
+      explainer=explainer, alphas=alphas, audience=audience,
+      explainer_opt_state=problem.explainer_tx.init(explainer),
+      audience_opt_state=problem.audience_tx.init(audience) if problem.has_audience else {},
+      alphas_opt_state=spec.arch_tx.init(alphas),
+      rng=rng)
+
+
+def step_keys(state: SearchState) -> tuple[jax.Array, jax.Array]:
+  """(key of the virtual explanation's δ0, key of the real explanation's δ0) for this step."""
+  key = jax.random.fold_in(state.rng, state.step)
+  return tuple(jax.random.split(key))
+
+
+def _virtual_start(spec: SearchSpec, state: SearchState, images: jax.Array):
+  if not spec.problem.has_audience:
+    return None
+  key, _ = step_keys(state)
+  return hg.random_start(key, images.shape, spec.problem.explanation.epsilon, images.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=('spec',), donate_argnums=(1,))
+def real_steps(spec: SearchSpec, state: SearchState, alpha_grad: PyTree, train: hg.Batch):
+  """Stage 5: the architecture step, then the real E step, a fresh δ', the real W step."""
+  problem = spec.problem
+  updates, alphas_opt_state = spec.arch_tx.update(alpha_grad, state.alphas_opt_state,
+                                                  state.alphas)
+  alphas = optax.apply_updates(state.alphas, updates)
+
+  (e_loss, e_logits), e_grad = jax.value_and_grad(
+      lambda e: hg.explainer_train_loss(problem, e, alphas, train), has_aux=True)(
+          state.explainer)
+  e_grad_norm = optax.tree.norm(e_grad)
+  e_grad = optim.clip_by_global_norm(e_grad, spec.explainer_clip)
+  updates, explainer_opt_state = problem.explainer_tx.update(
+      e_grad, state.explainer_opt_state, state.explainer)
+  explainer = optax.apply_updates(state.explainer, updates)
+  metrics = {'explainer_train_loss': e_loss,
+             'explainer_train_acc': hg.accuracy(e_logits, train['label']),
+             'explainer_grad_norm': e_grad_norm}
+
+  audience, audience_opt_state = state.audience, state.audience_opt_state
+  if problem.has_audience:
+    _, key = step_keys(state)
+    delta0 = hg.random_start(key, train['image'].shape, problem.explanation.epsilon,
+                             train['image'].dtype)
+    delta = jax.lax.stop_gradient(
+        hg.explain(problem, explainer, alphas, train['image'], train['label'], delta0))
+    (w_loss, w_logits), w_grad = jax.value_and_grad(
+        lambda w: hg.audience_train_loss(problem, w, delta, train), has_aux=True)(audience)
+    w_grad = optim.clip_by_global_norm(w_grad, spec.audience_clip)
+    updates, audience_opt_state = problem.audience_tx.update(w_grad, audience_opt_state,
+                                                             audience)
+    audience = optax.apply_updates(audience, updates)
+    metrics.update(audience_train_loss=w_loss,
+                   audience_train_acc=hg.accuracy(w_logits, train['label']))
+
+  new_state = state.replace(step=state.step + 1, explainer=explainer, alphas=alphas,
+                            audience=audience, explainer_opt_state=explainer_opt_state,
+                            audience_opt_state=audience_opt_state,
+                            alphas_opt_state=alphas_opt_state)
+  return new_state, metrics
+
+
+def search_step(spec: SearchSpec, state: SearchState, train: hg.Batch, val: hg.Batch,
+                split_terms: bool = True) -> tuple[SearchState, dict[str, jax.Array]]:
+  """One LeaSE iteration (stages 1-5); pure, so it can also be jitted whole.
+
+  Returns the new state and the iteration's metrics: explainer and audience train / val losses
+  and accuracies (val: of the look-ahead weights E', W'), ‖∇_A‖ and its explainer and audience
+  terms (when computed, see `hypergrad.hypergradient`), the learning rate, the mean |δ'|.
+  """
+  problem = spec.problem
+  grads = hg.hypergradient(
+      spec.mode, problem, E=state.explainer, A=state.alphas, W=state.audience,
+      explainer_state=state.explainer_opt_state, audience_state=state.audience_opt_state,
+      train=train, val=val, delta0=_virtual_start(spec, state, train['image']),
+      split_terms=split_terms)
+  metrics = {**grads.metrics, 'alpha_grad_norm': optax.tree.norm(grads.total)}
+  if grads.explainer is not None:
+    metrics['alpha_grad_norm_explainer'] = optax.tree.norm(grads.explainer)
+    metrics['alpha_grad_norm_audience'] = optax.tree.norm(grads.audience)
+  if spec.learning_rate is not None:
+    metrics['learning_rate'] = jnp.asarray(spec.learning_rate(state.step), jnp.float32)
+  # `real_steps` consumes (donates) the state's buffers: nothing below may read `state`.
+  new_state, step_metrics = real_steps(spec, state, grads.total, train)
+  return new_state, {**metrics, **step_metrics}
+
+
+def make_step(spec: SearchSpec, jit_whole: bool):
+  """The iteration as a callable `(state, train, val, split_terms=True) -> (state, metrics)`.
+
+  `jit_whole`: one jitted program (the state buffers are donated); otherwise the thin driver
+  over jitted pieces.
+  """
+  if jit_whole:
+    jitted = jax.jit(search_step, static_argnames=('spec', 'split_terms'), donate_argnums=(1,))
+    return lambda state, train, val, split_terms=True: jitted(spec, state, train, val,
+                                                               split_terms)
+  return functools.partial(search_step, spec)
+
+
+def architecture_objective(spec: SearchSpec, state: SearchState, train: hg.Batch,
+                           val: hg.Batch) -> jax.Array:
+  """O_A at the state, with the step's own δ0 (Eq. 9): the quantity A descends."""
+  (explainer_val, audience_val), _ = hg.unrolled_objective(
+      spec.problem, state.alphas, state.explainer, state.audience, state.explainer_opt_state,
+      state.audience_opt_state, train, val, _virtual_start(spec, state, train['image']))
+  return explainer_val + spec.problem.gamma * audience_val
