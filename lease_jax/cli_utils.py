@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import jax
 
@@ -27,3 +28,65 @@ def setup_jax(config=None) -> None:
     jax.config.update('jax_compilation_cache_dir', cache)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 2.0)
     jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+class UserError(Exception):
+  """An error to report in one line (bad input), not as a traceback."""
+
+
+def _user_error_types():
+  from lease_jax import checkpoint, data, search_space
+  return (data.DataError, search_space.GenotypeError, checkpoint.CheckpointError, UserError)
+
+
+class one_line_errors:
+  """Reports bad input (data, genotype, checkpoint, config value errors) as one stderr line and
+  exits with status 2; anything else is a bug and keeps its traceback."""
+
+  def __init__(self, prog: str):
+    self.prog = prog
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, kind, error, tb):
+    if error is not None and isinstance(error, _user_error_types()):
+      print(f'{self.prog}: error: {error}', file=sys.stderr)
+      sys.exit(2)
+    return False
+
+
+def _config_override_error(error: Exception) -> str:
+  """Names the `--config.*` override that does not resolve, with ml_collections' suggestion."""
+  import re
+  text = str(error).replace('\\n', ' ').replace('\n', ' ').replace("\\'", "'")
+  key = re.search(r"'(\w+)'", text)
+  hint = re.search(r'Did you mean "(\w+)"', text)
+  overrides = [a.split('=')[0] for a in sys.argv[1:] if a.startswith('--config.')]
+  field = next((o for o in overrides if key and key.group(1) in o.split('.')), None)
+  message = f'{field[2:] if field else "a --config override"}: no such config field'
+  return message + (f' (did you mean "{hint.group(1)}"?)' if hint else '')
+
+
+def run_app(define_flags, main, prog: str):
+  """Defines the flags and runs `main` under absl, reporting flag errors (a config file that does
+  not load, a config field that does not exist, a bad value) as one line with exit status 2."""
+  from absl import app, flags
+  try:
+    define_flags()  # ml_collections resolves `--config.a.b=...` overrides here
+    flags.FLAGS(sys.argv)
+    if 'config' in flags.FLAGS:
+      flags.FLAGS.config.keys()  # a config file that fails to load raises on first access
+  except flags.Error as e:
+    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    print(f'{prog}: error: {message}', file=sys.stderr)
+    sys.exit(2)
+  except (KeyError, AttributeError) as e:
+    print(f'{prog}: error: {_config_override_error(e)}', file=sys.stderr)
+    sys.exit(2)
+  except OSError as e:
+    first = str(e).strip().splitlines()
+    detail = ' '.join(line.strip() for line in first[1:4]) if len(first) > 1 else first[0]
+    print(f'{prog}: error: the config file could not be loaded: {detail}', file=sys.stderr)
+    sys.exit(2)
+  app.run(main, argv=sys.argv[:1])

@@ -274,15 +274,69 @@ def unrolled_objective(problem: Problem, A, E, W, explainer_state, audience_stat
   audience_val = cross_entropy(audience_logits, val['label'])
   metrics.update(audience_val_loss=audience_val,
                  audience_val_acc=accuracy(audience_logits, val['label']),
-                 delta_abs_mean=jnp.mean(jnp.abs(delta)))
+                 delta_abs_mean=jnp.mean(jnp.abs(delta)),
+                 delta_step_abs_mean=jnp.mean(jnp.abs(delta - delta0)))
   return (explainer_val, audience_val), metrics
 
 
 # ---------------------------------------------------------------------------------------------
-# Jitted pieces (first-order sized). `problem` is static: a piece compiles once per problem and
-# shape, and inlines when called under an outer jit.
+# Jitted pieces, each first-order sized. `problem` is static: a piece compiles once per problem
+# and shape and inlines when called under an outer jit. Each first-order program serves every
+# use with its shapes: `explainer_grads` is the virtual step's gradient, the validation gradient
+# (E' and A), the finite-difference gradient in A and the real step's gradient; `audience_grads`
+# likewise for W. Compilation, not arithmetic, is the cost that matters at small sizes.
 
 _piece = functools.partial(jax.jit, static_argnames=('problem',))
+
+
+@_piece
+def explainer_grads(problem: Problem, E, A, batch: Batch):
+  """(CE(f(x; E, A), t), logits, ∇_E CE, ∇_A CE)."""
+  def loss(e, a):
+    logits = problem.explainer_apply(e, a, batch['image'])
+    return cross_entropy(logits, batch['label']), logits
+  (value, logits), (grad_e, grad_a) = jax.value_and_grad(loss, (0, 1), has_aux=True)(E, A)
+  return value, logits, grad_e, grad_a
+
+
+@_piece
+def audience_grads(problem: Problem, W, inputs, labels):
+  """(CE(g(inputs; W), t), logits, ∇_W CE) for the audience's own inputs."""
+  def loss(w):
+    logits = problem.audience_apply(w, inputs)
+    return cross_entropy(logits, labels), logits
+  (value, logits), grad = jax.value_and_grad(loss, has_aux=True)(W)
+  return value, logits, grad
+
+
+@functools.partial(jax.jit, static_argnames=('tx',))
+def apply_update(tx: optax.GradientTransformation, grads, opt_state, params):
+  """`params + tx.update(grads)`, with the new optimizer state."""
+  updates, new_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), new_state
+
+
+@functools.partial(jax.jit, static_argnames=('tx',))
+def _update_vjp(tx, grads, opt_state, params, cotangent):
+  return update_vjp(tx, grads, opt_state, params, cotangent)
+
+
+@_piece
+def _explanation_ascent(problem: Problem, E, A, images, labels, delta0):
+  return explanation_ascent(problem, E, A, images, labels, delta0)
+
+
+@_piece
+def _audience_inputs(problem: Problem, delta_raw, images):
+  """(δ' = P(δ_raw), the audience's input a(δ', x))."""
+  delta = _project(problem, delta_raw)
+  return delta, audience_input(problem, delta, images)
+
+
+@_piece
+def _explain_vjp(problem: Problem, delta_raw, cotangent):
+  """Pulls a cotangent of δ' back through the projection P to the raw step."""
+  return jax.vjp(lambda d: _project(problem, d), delta_raw)[1](cotangent)[0]
 
 
 @_piece
@@ -292,66 +346,17 @@ def _exact(problem: Problem, A, E, W, explainer_state, audience_state, train, va
                                    delta0), A, has_aux=True)
   one = jnp.ones_like(losses[0])
   zero = jnp.zeros_like(losses[0])
+  total = pullback((one, jnp.full_like(one, problem.gamma)))[0]
   explainer_term = pullback((one, zero))[0]
-  audience_term = tree_scale(problem.gamma, pullback((zero, one))[0])
-  return explainer_term, audience_term, metrics
+  return total, explainer_term, metrics
 
 
-@_piece
-def _first_order(problem: Problem, A, E, val):
-  def loss(a):
-    logits = problem.explainer_apply(E, a, val['image'])
-    return cross_entropy(logits, val['label']), logits
-  (value, logits), grad = jax.value_and_grad(loss, has_aux=True)(A)
-  return grad, {'explainer_val_loss': value, 'explainer_val_acc': accuracy(logits, val['label'])}
-
-
-@_piece
-def _virtual_explainer(problem: Problem, E, A, explainer_state, train):
-  E1, grads, loss, logits = explainer_virtual_step(problem, E, A, explainer_state, train)
-  return E1, grads
-
-
-@_piece
-def _explainer_val_grads(problem: Problem, E1, A, val):
-  def loss(e, a):
-    logits = problem.explainer_apply(e, a, val['image'])
-    return cross_entropy(logits, val['label']), logits
-  (value, logits), (v_E, d_A) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(E1, A)
-  return v_E, d_A, {'explainer_val_loss': value,
-                    'explainer_val_acc': accuracy(logits, val['label'])}
-
-
-@_piece
-def _virtual_audience(problem: Problem, W, audience_state, delta, train):
-  W1, grads, _, _ = audience_virtual_step(problem, W, audience_state, delta, train)
-  return W1, grads
-
-
-@_piece
-def _audience_val_grad(problem: Problem, W1, val):
-  def loss(w):
-    logits = problem.audience_apply(w, val['image'])
-    return cross_entropy(logits, val['label']), logits
-  (value, logits), v_W = jax.value_and_grad(loss, has_aux=True)(W1)
-  return v_W, {'audience_val_loss': value, 'audience_val_acc': accuracy(logits, val['label'])}
-
-
-@functools.partial(jax.jit, static_argnames=('tx',))
-def _update_vjp(tx, grads, opt_state, params, cotangent):
-  return update_vjp(tx, grads, opt_state, params, cotangent)
-
-
-# The three mixed second derivatives, each as `∇_a <∇_b f(a, b), v>` = d/dε ∇_a f(a, b + ε v):
-# forward-over-reverse (hvp) or central differences of the gradient (finite_difference).
+# The three mixed second derivatives, each `∇_a <∇_b f(a, b), v>` = d/dε ∇_a f(a, b + ε v):
+# forward-over-reverse (hvp), or central differences of a first-order gradient (Eq. 11).
 
 
 def _grad_delta_audience(problem: Problem, W, delta, train):
   return jax.grad(lambda d: audience_train_loss(problem, W, d, train)[0])(delta)
-
-
-def _grad_A_train(problem: Problem, E, A, train):
-  return jax.grad(lambda a: explainer_train_loss(problem, E, a, train)[0])(A)
 
 
 @_piece
@@ -365,46 +370,28 @@ def _audience_grad_delta(problem: Problem, W, delta, train):
   return _grad_delta_audience(problem, W, delta, train)
 
 
-@_piece
-def _explanation_product_hvp(problem: Problem, delta0, E1, A, train, u_delta):
-  """`∇_(E,A) <∇_δ O_Δ(δ0; E, A), u_δ>` as the jvp in δ of ∇_(E,A) O_Δ."""
-  def grads(d):
-    return jax.grad(explanation_objective, argnums=(2, 3))(problem, d, E1, A, train['image'],
-                                                           train['label'])
-  return jax.jvp(grads, (delta0,), (u_delta,))[1]
-
-
-@_piece
-def _explanation_grads(problem: Problem, delta0, E1, A, train):
-  return jax.grad(explanation_objective, argnums=(2, 3))(problem, delta0, E1, A, train['image'],
+def _explanation_grads_fn(problem: Problem, delta0, E, A, train):
+  return jax.grad(explanation_objective, argnums=(2, 3))(problem, delta0, E, A, train['image'],
                                                          train['label'])
 
 
 @_piece
-def _explain_vjp(problem: Problem, delta_raw, cotangent):
-  """Pulls a cotangent of δ' back through the projection P to the raw step."""
-  return jax.vjp(lambda d: _project(problem, d), delta_raw)[1](cotangent)[0]
+def _explanation_product_hvp(problem: Problem, delta0, E, A, train, u_delta):
+  """`∇_(E,A) <∇_δ O_Δ(δ0; E, A), u_δ>` as the jvp in δ of ∇_(E,A) O_Δ."""
+  return jax.jvp(lambda d: _explanation_grads_fn(problem, d, E, A, train), (delta0,),
+                 (u_delta,))[1]
 
 
 @_piece
-def _explanation_ascent(problem: Problem, E1, A, images, labels, delta0):
-  return explanation_ascent(problem, E1, A, images, labels, delta0)
-
-
-@_piece
-def _project_piece(problem: Problem, delta_raw):
-  return _project(problem, delta_raw)
+def _explanation_grads(problem: Problem, delta0, E, A, train):
+  return _explanation_grads_fn(problem, delta0, E, A, train)
 
 
 @_piece
 def _implicit_product_hvp(problem: Problem, E, A, train, w_E):
   """`∇_A <∇_E CE(f(x; E, A), t), w_E>` as the jvp in E of ∇_A CE (DARTS's Eq. 7 product)."""
-  return jax.jvp(lambda e: _grad_A_train(problem, e, A, train), (E,), (w_E,))[1]
-
-
-@_piece
-def _grad_A_train_piece(problem: Problem, E, A, train):
-  return _grad_A_train(problem, E, A, train)
+  grad_a = lambda e: jax.grad(lambda a: explainer_train_loss(problem, e, a, train)[0])(A)
+  return jax.jvp(grad_a, (E,), (w_E,))[1]
 
 
 def _central_difference(grad_fn, base, direction, radius_numerator):
@@ -418,7 +405,7 @@ def _central_difference(grad_fn, base, direction, radius_numerator):
 def _implicit_product(problem, mode, E, A, train, w_E):
   if mode == 'hvp':
     return _implicit_product_hvp(problem, E, A, train, w_E)
-  return _central_difference(lambda e: _grad_A_train_piece(problem, e, A, train), E, w_E,
+  return _central_difference(lambda e: explainer_grads(problem, e, A, train)[3], E, w_E,
                              problem.fd_radius)
 
 
@@ -439,8 +426,9 @@ def hypergradient(mode: str, problem: Problem, *, E, A, W, explainer_state, audi
       momentum buffers, step counts, learning-rate schedules).
     train, val: `{'image', 'label'}` batches.
     delta0: the random start δ0 (same shape as the train images); or give `key` to draw it.
-    split_terms: in 'hvp' / 'finite_difference', also compute the explainer and audience terms
-      separately (one more implicit product). 'exact' always splits (one more backward pass).
+    split_terms: in 'hvp' / 'finite_difference', also compute the explainer term (one more
+      implicit product; the audience term is the total minus it). The total is computed the same
+      way either way. 'exact' always splits (a second backward pass).
 
   Returns:
     `Hypergradient(total, explainer, audience, metrics)`, each gradient shaped like A.
@@ -448,7 +436,8 @@ def hypergradient(mode: str, problem: Problem, *, E, A, W, explainer_state, audi
   if mode not in MODES:
     raise ValueError(f'hypergradient mode {mode!r}; accepted: {", ".join(MODES)}')
   if mode == 'first_order':
-    grad, metrics = _first_order(problem, A, E, val)
+    loss, logits, _, grad = explainer_grads(problem, E, A, val)
+    metrics = {'explainer_val_loss': loss, 'explainer_val_acc': accuracy(logits, val['label'])}
     return Hypergradient(grad, grad, jax.tree.map(jnp.zeros_like, grad), metrics)
 
   if problem.has_audience and delta0 is None:
@@ -458,21 +447,27 @@ def hypergradient(mode: str, problem: Problem, *, E, A, W, explainer_state, audi
                           train['image'].dtype)
 
   if mode == 'exact':
-    explainer_term, audience_term, metrics = _exact(problem, A, E, W, explainer_state,
-                                                    audience_state, train, val, delta0)
-    return Hypergradient(tree_add(explainer_term, audience_term), explainer_term,
-                         audience_term, metrics)
+    total, explainer_term, metrics = _exact(problem, A, E, W, explainer_state, audience_state,
+                                            train, val, delta0)
+    return Hypergradient(total, explainer_term, jax.tree.map(jnp.subtract, total, explainer_term),
+                         metrics)
 
   # hvp / finite_difference: the paper's chain, piece by piece.
-  E1, g_E = _virtual_explainer(problem, E, A, explainer_state, train)
-  v_E, d_A, metrics = _explainer_val_grads(problem, E1, A, val)
+  _, _, g_E, _ = explainer_grads(problem, E, A, train)
+  E1, _ = apply_update(problem.explainer_tx, g_E, explainer_state, E)  # Eq. 6
+  val_loss, val_logits, v_E, d_A = explainer_grads(problem, E1, A, val)
+  metrics = {'explainer_val_loss': val_loss,
+             'explainer_val_acc': accuracy(val_logits, val['label'])}
   u_E = u_A = None
   if problem.has_audience:
     delta_raw = _explanation_ascent(problem, E1, A, train['image'], train['label'], delta0)
-    delta = _project_piece(problem, delta_raw)
-    W1, g_W = _virtual_audience(problem, W, audience_state, delta, train)
-    v_W, audience_metrics = _audience_val_grad(problem, W1, val)
-    metrics = {**metrics, **audience_metrics, 'delta_abs_mean': jnp.mean(jnp.abs(delta))}
+    delta, inputs = _audience_inputs(problem, delta_raw, train['image'])  # Eq. 7
+    _, _, g_W = audience_grads(problem, W, inputs, train['label'])
+    W1, _ = apply_update(problem.audience_tx, g_W, audience_state, W)  # Eq. 8
+    a_loss, a_logits, v_W = audience_grads(problem, W1, val['image'], val['label'])
+    metrics.update(audience_val_loss=a_loss, audience_val_acc=accuracy(a_logits, val['label']),
+                   delta_abs_mean=jnp.mean(jnp.abs(delta)),
+                   delta_step_abs_mean=jnp.mean(jnp.abs(delta - delta0)))
     w_W = _update_vjp(problem.audience_tx, g_W, audience_state, W, v_W)
     if mode == 'hvp':
       u_delta = _audience_product_hvp(problem, W, delta, train, w_W)
@@ -494,13 +489,8 @@ def hypergradient(mode: str, problem: Problem, *, E, A, W, explainer_state, audi
       step = problem.explanation.step_size
       u_E, u_A = tree_scale(step, u_E), tree_scale(step, u_A)
 
-  if problem.has_audience and split_terms:
-    w_v = _update_vjp(problem.explainer_tx, g_E, explainer_state, E, v_E)
-    w_u = _update_vjp(problem.explainer_tx, g_E, explainer_state, E, u_E)
-    explainer_term = tree_add(d_A, _implicit_product(problem, mode, E, A, train, w_v))
-    audience_term = tree_add(u_A, _implicit_product(problem, mode, E, A, train, w_u))
-    return Hypergradient(tree_add(explainer_term, audience_term), explainer_term, audience_term,
-                         metrics)
+  # The total always comes from one chain, whatever `split_terms`: a run's result must not
+  # depend on which steps logged the split (bitwise-identical resumes).
   c_E = v_E if u_E is None else tree_add(v_E, u_E)
   w_E = _update_vjp(problem.explainer_tx, g_E, explainer_state, E, c_E)
   total = tree_add(d_A, _implicit_product(problem, mode, E, A, train, w_E))
@@ -508,5 +498,9 @@ def hypergradient(mode: str, problem: Problem, *, E, A, W, explainer_state, audi
     total = tree_add(total, u_A)
   if not problem.has_audience:
     return Hypergradient(total, total, jax.tree.map(jnp.zeros_like, total), metrics)
-  return Hypergradient(total, None, None, metrics)
-
+  if not split_terms:
+    return Hypergradient(total, None, None, metrics)
+  w_v = _update_vjp(problem.explainer_tx, g_E, explainer_state, E, v_E)
+  explainer_term = tree_add(d_A, _implicit_product(problem, mode, E, A, train, w_v))
+  return Hypergradient(total, explainer_term, jax.tree.map(jnp.subtract, total, explainer_term),
+                       metrics)

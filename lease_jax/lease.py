@@ -98,42 +98,36 @@ def _virtual_start(spec: SearchSpec, state: SearchState, images: jax.Array):
   return hg.random_start(key, images.shape, spec.problem.explanation.epsilon, images.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=('spec',), donate_argnums=(1,))
 def real_steps(spec: SearchSpec, state: SearchState, alpha_grad: PyTree, train: hg.Batch):
-  """Stage 5: the architecture step, then the real E step, a fresh δ', the real W step."""
-  problem = spec.problem
-  updates, alphas_opt_state = spec.arch_tx.update(alpha_grad, state.alphas_opt_state,
-                                                  state.alphas)
-  alphas = optax.apply_updates(state.alphas, updates)
+  """Stage 5: the architecture step, then the real E step, a fresh δ', the real W step.
 
-  (e_loss, e_logits), e_grad = jax.value_and_grad(
-      lambda e: hg.explainer_train_loss(problem, e, alphas, train), has_aux=True)(
-          state.explainer)
-  e_grad_norm = optax.tree.norm(e_grad)
-  e_grad = optim.clip_by_global_norm(e_grad, spec.explainer_clip)
-  updates, explainer_opt_state = problem.explainer_tx.update(
-      e_grad, state.explainer_opt_state, state.explainer)
-  explainer = optax.apply_updates(state.explainer, updates)
+  Built from the same jitted pieces as the hypergradient (`explainer_grads`, the explanation
+  ascent, `audience_grads`), so in the pieces driver it compiles nothing new.
+  """
+  problem = spec.problem
+  alphas, alphas_opt_state = hg.apply_update(spec.arch_tx, alpha_grad, state.alphas_opt_state,
+                                             state.alphas)
+  e_loss, e_logits, e_grad, _ = hg.explainer_grads(problem, state.explainer, alphas, train)
   metrics = {'explainer_train_loss': e_loss,
              'explainer_train_acc': hg.accuracy(e_logits, train['label']),
-             'explainer_grad_norm': e_grad_norm}
-
+             'explainer_grad_norm': optax.tree.norm(e_grad)}
+  explainer, explainer_opt_state = hg.apply_update(
+      problem.explainer_tx, optim.clip_by_global_norm(e_grad, spec.explainer_clip),
+      state.explainer_opt_state, state.explainer)
   audience, audience_opt_state = state.audience, state.audience_opt_state
   if problem.has_audience:
     _, key = step_keys(state)
     delta0 = hg.random_start(key, train['image'].shape, problem.explanation.epsilon,
                              train['image'].dtype)
-    delta = jax.lax.stop_gradient(
-        hg.explain(problem, explainer, alphas, train['image'], train['label'], delta0))
-    (w_loss, w_logits), w_grad = jax.value_and_grad(
-        lambda w: hg.audience_train_loss(problem, w, delta, train), has_aux=True)(audience)
-    w_grad = optim.clip_by_global_norm(w_grad, spec.audience_clip)
-    updates, audience_opt_state = problem.audience_tx.update(w_grad, audience_opt_state,
-                                                             audience)
-    audience = optax.apply_updates(audience, updates)
+    delta_raw = hg._explanation_ascent(problem, explainer, alphas, train['image'],
+                                       train['label'], delta0)
+    _, inputs = hg._audience_inputs(problem, delta_raw, train['image'])
+    w_loss, w_logits, w_grad = hg.audience_grads(problem, audience, inputs, train['label'])
+    audience, audience_opt_state = hg.apply_update(
+        problem.audience_tx, optim.clip_by_global_norm(w_grad, spec.audience_clip),
+        audience_opt_state, audience)
     metrics.update(audience_train_loss=w_loss,
                    audience_train_acc=hg.accuracy(w_logits, train['label']))
-
   new_state = state.replace(step=state.step + 1, explainer=explainer, alphas=alphas,
                             audience=audience, explainer_opt_state=explainer_opt_state,
                             audience_opt_state=audience_opt_state,
@@ -161,7 +155,6 @@ def search_step(spec: SearchSpec, state: SearchState, train: hg.Batch, val: hg.B
     metrics['alpha_grad_norm_audience'] = optax.tree.norm(grads.audience)
   if spec.learning_rate is not None:
     metrics['learning_rate'] = jnp.asarray(spec.learning_rate(state.step), jnp.float32)
-  # `real_steps` consumes (donates) the state's buffers: nothing below may read `state`.
   new_state, step_metrics = real_steps(spec, state, grads.total, train)
   return new_state, {**metrics, **step_metrics}
 
@@ -169,13 +162,14 @@ def search_step(spec: SearchSpec, state: SearchState, train: hg.Batch, val: hg.B
 def make_step(spec: SearchSpec, jit_whole: bool):
   """The iteration as a callable `(state, train, val, split_terms=True) -> (state, metrics)`.
 
-  `jit_whole`: one jitted program (the state buffers are donated); otherwise the thin driver
-  over jitted pieces.
+  `jit_whole`: one jitted program (the state's buffers are donated) that always splits the
+  hypergradient's terms (one program, not one per value of `split_terms`); otherwise the thin
+  driver over jitted pieces, which splits them when asked (the pieces are shared). The new
+  state does not depend on `split_terms`.
   """
   if jit_whole:
-    jitted = jax.jit(search_step, static_argnames=('spec', 'split_terms'), donate_argnums=(1,))
-    return lambda state, train, val, split_terms=True: jitted(spec, state, train, val,
-                                                               split_terms)
+    jitted = jax.jit(functools.partial(search_step, spec, split_terms=True), donate_argnums=(0,))
+    return lambda state, train, val, split_terms=True: jitted(state, train, val)
   return functools.partial(search_step, spec)
 
 

@@ -119,6 +119,7 @@ def draw_genotype(genotype: Genotype, out_dir: str, prefix: str = '') -> list[st
 
 def draw_alphas(alphas_normal, alphas_reduce, path: str, title: str = '') -> str:
   """Heatmaps of softmax(α) for both cell types (rows: edges `src->node`, columns: ops)."""
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   steps = {14: 4}.get(np.shape(alphas_normal)[0])
   rows = [f'{_state_name(s)}->{n}' for s, n in edge_endpoints(steps or 4)]
   fig, axes = plt.subplots(1, 2, figsize=(13, 0.32 * len(rows) + 2.2))

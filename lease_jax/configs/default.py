@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
       gamma=1.0,                # weight of the audience's validation loss; 0 = DARTS
       epochs=10,
       batch_size=32,
-      jit_whole_step=True,      # one program per iteration; False: jitted pieces (full size)
+      jit_whole_step=False,     # True: one program per iteration; False: jitted pieces
       log_every=10,             # steps between metric writes (and split hypergradient terms)
       checkpoint_every=50,      # steps between checkpoints (and at every epoch's end)
       keep_checkpoints=2,
@@ -46,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
       steps=4,
       multiplier=4,
       stem_multiplier=3,
-      impl='xla',               # kernels: 'auto' | 'slices' (fast on CPU) | 'xla' (fast compile)
+      impl='auto',              # kernels: 'auto' | 'slices' (fast on CPU) | 'xla' (fast compile)
       remat=True,
       learning_rate=0.025,
       learning_rate_min=0.001,
@@ -86,5 +86,11 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.hypergrad = ml_collections.ConfigDict(dict(
       fd_radius=0.01,           # finite differences: r = fd_radius / ‖v‖ (DARTS)
+  ))
+
+  # Devices: data parallelism over a 1-D mesh (see lease_jax/parallel.py).
+  config.parallel = ml_collections.ConfigDict(dict(
+      num_devices=1,            # 0: every device (of every process)
+      batch_norm='global',      # 'global' | 'per_device' (statistics of each device's share)
   ))
   return config

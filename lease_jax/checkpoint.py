@@ -1,0 +1,109 @@
+"""Orbax checkpoints with exact resume, and the guard against resuming a different experiment.
+
+A checkpoint holds the whole state (every pytree, every optimizer state, the step, which is also
+the data position, and the RNG). `workdir/config.json` records the config of the run that owns
+the workdir: starting a run whose config differs in anything that changes the result is refused
+with one line naming the differing fields, and nothing in the workdir is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+# Fields that change how a run goes, not what it computes: they may differ on resume.
+RESUMABLE_FIELDS = ('search.max_steps', 'search.log_every', 'search.checkpoint_every',
+                    'search.keep_checkpoints', 'search.jit_whole_step', 'data.workers',
+                    'data.data_dir', 'train.max_steps', 'train.log_every',
+                    'train.checkpoint_every', 'train.keep_checkpoints', 'parallel')
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint or workdir that cannot be used; the message says why and what to do."""
+
+
+def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flatten(value, f'{prefix}{key}.'))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+  """Fields (dotted) whose values differ, ignoring `RESUMABLE_FIELDS`."""
+  a, b = _flatten(saved), _flatten(current)
+  keys = sorted(set(a) | set(b))
+  resumable = lambda k: any(k == f or k.startswith(f + '.') for f in RESUMABLE_FIELDS)
+  return [k for k in keys if not resumable(k) and a.get(k, '<missing>') != b.get(k, '<missing>')]
+
+
+class Checkpointer:
+  """Saves and restores a state pytree in `directory` (orbax `CheckpointManager`)."""
+
+  def __init__(self, workdir: str, config_dict: dict, keep: int = 2,
+               subdir: str = 'checkpoints'):
+    self.workdir = workdir
+    self.directory = os.path.abspath(os.path.join(workdir, subdir))
+    self._check_config(config_dict)
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def _check_config(self, config_dict: dict) -> None:
+    path = os.path.join(self.workdir, 'config.json')
+    has_checkpoint = os.path.isdir(self.directory) and any(
+        name.isdigit() for name in os.listdir(self.directory))
+    if os.path.exists(path) and has_checkpoint:
+      try:
+        with open(path) as f:
+          saved = json.load(f)
+      except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f'{path} is unreadable ({e}); it records the config of the '
+                              f'checkpoints in {self.directory}') from None
+      differences = config_differences(saved, config_dict)
+      if differences:
+        shown = ', '.join(f'{k} ({_flatten(saved).get(k, "<missing>")!r} -> '
+                          f'{_flatten(config_dict).get(k, "<missing>")!r})'
+                          for k in differences[:6])
+        more = f' and {len(differences) - 6} more' if len(differences) > 6 else ''
+        raise CheckpointError(
+            f'workdir {self.workdir!r} holds a checkpoint of a different config: {shown}{more}; '
+            f'use a new --workdir, or the config that made it')
+    if not has_checkpoint:
+      os.makedirs(self.workdir, exist_ok=True)
+      tmp = f'{path}.tmp'
+      with open(tmp, 'w') as f:
+        json.dump(config_dict, f, indent=1, sort_keys=True, default=str)
+      os.replace(tmp, path)
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def restore_or(self, init_state: Any) -> tuple[Any, bool]:
+    """(the latest checkpoint restored into `init_state`'s structure, True), else (init, False)."""
+    step = self.manager.latest_step()
+    if step is None:
+      return init_state, False
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, init_state)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # orbax raises many types for a damaged or foreign checkpoint
+      raise CheckpointError(
+          f'checkpoint {os.path.join(self.directory, str(step))} cannot be restored '
+          f'({type(e).__name__}: {str(e).splitlines()[0][:200]}); move it aside to resume '
+          f'from an earlier one, or use a new --workdir') from None
+    return restored, True
+
+  def save(self, step: int, state: Any, force: bool = False) -> None:
+    if step in (self.manager.all_steps() or []):
+      return
+    self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()

@@ -1,0 +1,65 @@
+"""Metric writers: TensorBoard event files and a human-readable log, clu's interface.
+
+clu's `metric_writers` import TensorFlow at import time, so this package writes TensorBoard event
+files with tensorboardX (pure Python) behind clu's interface: `write_scalars(step, {...})`,
+`write_images(step, {...})`, `write_texts(step, {...})`, `flush()`, `close()`. Only process 0 of
+a multi-host run writes (`just_logging` elsewhere).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Mapping
+
+import numpy as np
+
+
+class MetricWriter:
+  """TensorBoard events in `logdir` plus `logdir/log.txt`; a no-op for other processes."""
+
+  def __init__(self, logdir: str, just_logging: bool = False):
+    self.just_logging = just_logging
+    self._tb = None
+    self._log = None
+    if not just_logging:
+      os.makedirs(logdir, exist_ok=True)
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(logdir, flush_secs=30)
+      self._log = open(os.path.join(logdir, 'log.txt'), 'a')
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    values = {k: float(v) for k, v in scalars.items()}
+    if self._tb is not None:
+      for key, value in values.items():
+        self._tb.add_scalar(key, value, step)
+      self.write_text_line(f'step {step}: ' + ', '.join(
+          f'{k}={v:.5g}' for k, v in sorted(values.items())))
+    logging.debug('step %d: %s', step, values)
+
+  def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+    if self._tb is not None:
+      for key, image in images.items():
+        self._tb.add_image(key, np.asarray(image), step, dataformats='HWC')
+
+  def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
+    if self._tb is not None:
+      for key, text in texts.items():
+        self._tb.add_text(key, text, step)
+        self.write_text_line(f'step {step}: {key}: {text}')
+
+  def write_text_line(self, line: str) -> None:
+    if self._log is not None:
+      self._log.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")} {line}\n')
+      self._log.flush()
+
+  def flush(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._log.close()
+      self._tb = self._log = None
