@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lease_jax import data, hypergrad, lease, optim
+from lease_jax import cli_utils, data, hypergrad, kernels, lease, optim, parallel
 from lease_jax.models import audience as audience_lib
 from lease_jax.models import explainer as explainer_lib
 
@@ -32,6 +32,50 @@ class Search:
     explainer = jax.jit(self.explainer.init)(key_e, alphas, sample)['params']
     audience = jax.jit(self.audience.init)(key_w, sample)['params'] if self.audience else {}
     return lease.init_state(self.spec, explainer, alphas, audience, key_rng)
+
+
+def _choice(config, field: str, accepted) -> None:
+  value = config
+  for key in field.split('.'):
+    value = value[key]
+  if value not in accepted:
+    raise cli_utils.UserError(f'{field} {value!r}; accepted: {", ".join(map(str, accepted))}')
+
+
+def _at_least(config, field: str, minimum) -> None:
+  value = config
+  for key in field.split('.'):
+    value = value[key]
+  if value < minimum:
+    raise cli_utils.UserError(f'{field} = {value}; must be >= {minimum}')
+
+
+def check_config(config) -> None:
+  """Rejects a config value that cannot work, naming the field and what is accepted, before
+  anything is built or written."""
+  _choice(config, 'data.source', data.SOURCES)
+  _choice(config, 'data.augment', data.Transform.KINDS)
+  _choice(config, 'parallel.batch_norm', parallel.BATCH_NORM)
+  _at_least(config, 'parallel.num_devices', 0)
+  _at_least(config, 'seed', 0)
+  if 'search' in config:
+    _choice(config, 'search.mode', hypergrad.MODES)
+    _choice(config, 'explanation.target', hypergrad.TARGETS)
+    _choice(config, 'explanation.audience_input', hypergrad.AUDIENCE_INPUTS)
+    _choice(config, 'explainer.impl', kernels.IMPLS)
+    for field in ('search.gamma', 'explanation.epsilon_pixels', 'hypergrad.fd_radius'):
+      _at_least(config, field, 0)
+    for field in ('search.epochs', 'search.batch_size', 'explainer.channels',
+                  'explainer.layers', 'audience.width'):
+      _at_least(config, field, 1)
+  if 'train' in config:
+    _choice(config, 'train.network', ('cifar', 'imagenet'))
+    _choice(config, 'train.lr_schedule', ('cosine', 'exponential'))
+    _choice(config, 'train.augment', data.Transform.KINDS)
+    _choice(config, 'train.impl', kernels.IMPLS)
+    for field in ('train.epochs', 'train.batch_size', 'train.eval_batch_size',
+                  'train.channels', 'train.layers'):
+      _at_least(config, field, 1)
 
 
 def epsilon(config, info: data.DatasetInfo) -> tuple[float, ...]:
@@ -78,10 +122,17 @@ def build_search(config, info: data.DatasetInfo, steps_per_epoch: int,
   return Search(spec, explainer, audience, info, steps_per_epoch, float(arch.init_scale))
 
 
+def num_train_examples(config, train_source) -> int:
+  """How many training examples a run uses (`data.max_examples` caps it; -1: all)."""
+  limit = config.data.get('max_examples', -1)
+  return len(train_source) if limit is None or limit < 0 else min(limit, len(train_source))
+
+
 def search_streams(config, info, train_source, batch_size: int | None = None):
   """The search's train and val `BatchStream`s (DARTS's split of the training set)."""
   batch_size = batch_size or config.search.batch_size
-  train_idx, val_idx = data.search_split(len(train_source), config.data.train_portion)
+  train_idx, val_idx = data.search_split(num_train_examples(config, train_source),
+                                         config.data.train_portion)
   transform = data.Transform(config.data.augment, info.mean, info.std, config.data.padding)
   workers = config.data.get('workers', 0)
   train = data.BatchStream(train_source, train_idx, batch_size, config.seed, transform,

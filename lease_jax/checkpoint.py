@@ -19,7 +19,9 @@ import orbax.checkpoint as ocp
 RESUMABLE_FIELDS = ('search.max_steps', 'search.log_every', 'search.checkpoint_every',
                     'search.keep_checkpoints', 'search.jit_whole_step', 'data.workers',
                     'data.data_dir', 'train.max_steps', 'train.log_every',
-                    'train.checkpoint_every', 'train.keep_checkpoints', 'parallel')
+                    'train.checkpoint_every', 'train.keep_checkpoints', 'train.genotype',
+                    'train.eval_every_epochs', 'train.test_examples', 'train.eval_batch_size',
+                    'parallel.num_devices')
 
 
 class CheckpointError(RuntimeError):
@@ -107,3 +109,28 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def write_json(path: str, value: Any) -> None:
+  """Writes JSON atomically (a temporary file renamed), so a killed run never leaves half."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(value, f, indent=1)
+  os.replace(tmp, path)
+
+
+def read_jsonl(path: str) -> list[dict]:
+  """The records of a JSON-lines file; [] when it does not exist."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def write_jsonl(path: str, records: list[dict]) -> None:
+  """Rewrites a JSON-lines file atomically (the history of a resumed run is cut to its step)."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    for record in records:
+      f.write(json.dumps(record) + '\n')
+  os.replace(tmp, path)

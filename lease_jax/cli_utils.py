@@ -22,12 +22,38 @@ def setup_jax(config=None) -> None:
   disable. A resumed or repeated run then starts in seconds instead of minutes.
   """
   del config
+  from absl import logging
+  # orbax logs each checkpoint's every phase at INFO through absl: keep the console for progress
+  # and summaries unless the user asked for more (`--verbosity=0`).
+  if logging.get_verbosity() == logging.INFO and not any(
+      a.startswith(('--verbosity', '-v=')) for a in sys.argv):
+    logging.set_verbosity(logging.WARNING)
+  if os.environ.get('LEASE_JAX_DISTRIBUTED', '') == '1':
+    initialize_distributed()
   cache = os.environ.get('LEASE_JAX_CACHE',
                          os.path.join(os.path.expanduser('~'), '.cache', 'lease_jax', 'xla'))
   if cache:
     jax.config.update('jax_compilation_cache_dir', cache)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 2.0)
     jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+def initialize_distributed() -> None:
+  """Joins a multi-process run (`LEASE_JAX_DISTRIBUTED=1`).
+
+  With `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` set, those; otherwise
+  `jax.distributed.initialize()` detects the cluster (SLURM, TPU pod slices, Kubernetes). On CPU
+  the cross-process collectives are gloo's.
+  """
+  if os.environ.get('JAX_PLATFORMS', '') == 'cpu':
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  address = os.environ.get('JAX_COORDINATOR_ADDRESS')
+  if address:
+    jax.distributed.initialize(coordinator_address=address,
+                               num_processes=int(os.environ['JAX_NUM_PROCESSES']),
+                               process_id=int(os.environ['JAX_PROCESS_ID']))
+  else:
+    jax.distributed.initialize()
 
 
 class UserError(Exception):

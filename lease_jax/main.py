@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from lease_jax import cli_utils
@@ -29,7 +29,8 @@ def _main(argv):
   from lease_jax import search
   with cli_utils.one_line_errors('lease-search'):
     summary = search.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  logging.info('search %s: %s', 'finished' if summary['finished'] else 'stopped', summary)
+  print(f"search {'finished' if summary['finished'] else 'stopped'} at step "
+        f"{summary['step']}/{summary['total_steps']} in {summary['search_time_s']:.0f} s")
   print(f'genotype: {FLAGS.workdir}/genotype.json  summary: {FLAGS.workdir}/summary.json')
 
 

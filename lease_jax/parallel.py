@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from lease_jax import cli_utils
+
 BATCH_NORM = ('global', 'per_device')
 
 
@@ -29,9 +31,10 @@ def make_mesh(config) -> Mesh | None:
   devices = jax.devices()
   n = len(devices) if wanted == 0 else wanted
   if n > len(devices):
-    raise ValueError(f'parallel.num_devices={wanted} but only {len(devices)} devices exist')
+    raise cli_utils.UserError(f'parallel.num_devices = {wanted} but only {len(devices)} devices '
+                              f'exist (0 uses them all)')
   if cfg is not None and cfg.batch_norm not in BATCH_NORM:
-    raise ValueError(f'parallel.batch_norm {cfg.batch_norm!r}; accepted: {", ".join(BATCH_NORM)}')
+    raise cli_utils.UserError(f'parallel.batch_norm {cfg.batch_norm!r}; accepted: {", ".join(BATCH_NORM)}')
   if n == 1:
     return None
   return Mesh(np.asarray(devices[:n]), ('data',))
@@ -51,9 +54,9 @@ def replicate(tree, mesh: Mesh | None):
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def shard_batch(batch: dict, mesh: Mesh | None) -> dict:
-  """This process's rows of a global batch -> a global array sharded along 'data'."""
-  inputs = {'image': batch['image'], 'label': batch['label']}
+def shard_batch(batch: dict, mesh: Mesh | None, keys=('image', 'label')) -> dict:
+  """This process's rows of a global batch -> global arrays sharded along 'data'."""
+  inputs = {k: batch[k] for k in keys}
   if mesh is None:
     return {k: jnp.asarray(v) for k, v in inputs.items()}
   sharding = NamedSharding(mesh, P('data'))

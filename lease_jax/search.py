@@ -19,7 +19,6 @@ ends bitwise identical to an uninterrupted one.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 
@@ -31,44 +30,10 @@ from lease_jax import writers
 from lease_jax.models.explainer import ALPHA_KEYS
 
 
-class _Averager:
-  """Means of the step metrics since the last read (device values; one sync per read)."""
-
-  def __init__(self):
-    self.sums, self.counts = {}, {}
-
-  def add(self, metrics):
-    for key, value in metrics.items():
-      self.sums[key] = self.sums.get(key, 0.0) + value
-      self.counts[key] = self.counts.get(key, 0) + 1
-
-  def read(self) -> dict[str, float]:
-    values = jax.device_get(self.sums)
-    out = {k: float(v) / self.counts[k] for k, v in values.items()}
-    self.sums, self.counts = {}, {}
-    return out
-
-
 def _genotype(state, steps: int, multiplier: int) -> search_space.Genotype:
   alphas = jax.device_get(state.alphas)
   return search_space.derive_genotype(np.asarray(alphas['alphas_normal']),
                                       np.asarray(alphas['alphas_reduce']), steps, multiplier)
-
-
-def _read_history(path: str, upto_step: int) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    lines = [json.loads(line) for line in f if line.strip()]
-  return [entry for entry in lines if entry['step'] <= upto_step]
-
-
-def _write_history(path: str, entries: list[dict]) -> None:
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    for entry in entries:
-      f.write(json.dumps(entry) + '\n')
-  os.replace(tmp, path)
 
 
 def eval_network_params(genotype: search_space.Genotype, num_classes: int) -> dict[str, int]:
@@ -86,35 +51,40 @@ def _format_genotype(genotype: search_space.Genotype) -> str:
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs or resumes the search `config` describes in `workdir`; returns the summary."""
   started = time.time()
+  builders.check_config(config)
   mesh = parallel.make_mesh(config)
   info, train_source, _ = data.load_sources(config.data)
   train, val = builders.search_streams(config, info, train_source)
   steps_per_epoch = train.steps_per_epoch
-  search = builders.build_search(config, info, steps_per_epoch,
-                                 bn_groups=parallel.bn_groups(config, mesh))
+  groups = parallel.bn_groups(config, mesh)
+  search = builders.build_search(config, info, steps_per_epoch, bn_groups=groups)
   total_steps = config.search.epochs * steps_per_epoch
   stop_at = total_steps if config.search.max_steps < 0 else min(total_steps,
                                                                  config.search.max_steps)
   is_chief = jax.process_index() == 0
-  ckpt = checkpoint.Checkpointer(workdir, config.to_dict(), config.search.keep_checkpoints)
+  run_config = {k: v for k, v in config.to_dict().items() if k != 'train'}  # what a search uses
+  # The device count may change on resume (4 -> 1 gives the same maths with global BatchNorm);
+  # per-device BatchNorm statistics would change, so their group count is part of the config.
+  run_config['batch_norm_groups'] = groups
+  ckpt = checkpoint.Checkpointer(workdir, run_config, config.search.keep_checkpoints)
   state, resumed = ckpt.restore_or(search.init_state(config.seed))
   state = parallel.replicate(state, mesh)
   start = int(state.step)
   history_path = os.path.join(workdir, 'history.jsonl')
-  history = _read_history(history_path, start)
+  history = [e for e in checkpoint.read_jsonl(history_path) if e['step'] <= start]
   elapsed_before = history[-1]['elapsed_s'] if history else 0.0
   writer = writers.MetricWriter(workdir, just_logging=not is_chief)
   plots = os.path.join(workdir, 'plots')
   if resumed:
-    logging.info('resuming %s from step %d', workdir, start)
+    print(f'resuming {workdir} from step {start}', flush=True)
     writer.write_text_line(f'resumed at step {start}')
   steps, multiplier = config.explainer.steps, config.explainer.multiplier
 
   step_fn = lease.make_step(search.spec, config.search.jit_whole_step)
   process = (jax.process_index(), jax.process_count())
   prefetch = data.Prefetcher(lambda s: (train.batch(s, *process), val.batch(s, *process)), start)
-  averager, epoch_averager = _Averager(), _Averager()
-  progress = _progress(total_steps, start, is_chief)
+  averager, epoch_averager = writers.Averager(), writers.Averager()
+  progress = writers.progress_bar(total_steps, start, is_chief, 'search')
   log_every = max(1, config.search.log_every)
   try:
     for step in range(start, stop_at):
@@ -144,7 +114,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         history.append(entry)
         ckpt.save(step + 1, state)
         if is_chief:
-          _write_history(history_path, history)
+          checkpoint.write_jsonl(history_path, history)
           _write_outputs(workdir, state, genotype)
           prefix = f'epoch{epoch:03d}_'
           visualize.draw_alphas(alphas['alphas_normal'], alphas['alphas_reduce'],
@@ -186,7 +156,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     visualize.draw_alphas(alphas['alphas_normal'], alphas['alphas_reduce'],
                           os.path.join(plots, 'alphas.png'), 'final')
     visualize.draw_genotype(genotype, plots)
-    _write_json(os.path.join(workdir, 'summary.json'), summary)
+    checkpoint.write_json(os.path.join(workdir, 'summary.json'), summary)
   writer.flush()
   writer.close()
   return summary
@@ -197,32 +167,3 @@ def _write_outputs(workdir, state, genotype):
   search_space.save_genotype(os.path.join(workdir, 'genotype.json'), genotype)
   search_space.save_alphas(os.path.join(workdir, 'alphas.json'), alphas['alphas_normal'],
                            alphas['alphas_reduce'])
-
-
-def _write_json(path, value):
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp, path)
-
-
-class _Quiet:
-  def set_postfix(self, *a, **k):
-    pass
-
-  def update(self, *a):
-    pass
-
-  def write(self, line):
-    logging.info(line)
-
-  def close(self):
-    pass
-
-
-def _progress(total: int, initial: int, enabled: bool):
-  if not enabled:
-    return _Quiet()
-  from tqdm import tqdm
-  return tqdm(total=total, initial=initial, desc='search', unit='step', dynamic_ncols=True,
-              smoothing=0.1)

@@ -63,3 +63,47 @@ class MetricWriter:
       self._tb.close()
       self._log.close()
       self._tb = self._log = None
+
+
+class Averager:
+  """Means of step metrics since the last read (device values, one host sync per read)."""
+
+  def __init__(self):
+    self.sums, self.counts = {}, {}
+
+  def add(self, metrics: Mapping[str, object]) -> None:
+    for key, value in metrics.items():
+      self.sums[key] = self.sums.get(key, 0.0) + value
+      self.counts[key] = self.counts.get(key, 0) + 1
+
+  def read(self) -> dict[str, float]:
+    import jax
+    values = jax.device_get(self.sums)
+    out = {k: float(v) / self.counts[k] for k, v in values.items()}
+    self.sums, self.counts = {}, {}
+    return out
+
+
+class _Quiet:
+  """The progress bar of a process that does not report (multi-host, process > 0)."""
+
+  def set_postfix(self, *args, **kwargs):
+    pass
+
+  def update(self, *args):
+    pass
+
+  def write(self, line: str) -> None:
+    logging.info(line)
+
+  def close(self):
+    pass
+
+
+def progress_bar(total: int, initial: int, enabled: bool, desc: str):
+  """A tqdm bar with ETA (steps/s smoothed), or a silent stand-in when not `enabled`."""
+  if not enabled:
+    return _Quiet()
+  from tqdm import tqdm
+  return tqdm(total=total, initial=initial, desc=desc, unit='step', dynamic_ncols=True,
+              smoothing=0.1)

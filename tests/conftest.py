@@ -3,6 +3,10 @@
 import os
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# Four CPU devices for the data-parallel tests (test_parallel.py); everything else uses one.
+if '--xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                             ' --xla_force_host_platform_device_count=4').strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

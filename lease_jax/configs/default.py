@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
       name='digits',
       data_dir='',
       train_portion=0.5,        # DARTS: half of the training set searches, half validates
+      max_examples=-1,          # use only the first N training examples (-1: all)
       augment='crop',           # 'none' | 'crop' | 'crop_flip' (digits are not flip-invariant)
       padding=1,                # random-crop padding (4 for CIFAR)
       workers=0,                # threads decoding a batch (image folders, ImageNet)
@@ -29,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.search = ml_collections.ConfigDict(dict(
       mode='hvp',               # 'exact' | 'hvp' | 'finite_difference' | 'first_order'
       gamma=1.0,                # weight of the audience's validation loss; 0 = DARTS
-      epochs=10,
+      epochs=8,
       batch_size=32,
       jit_whole_step=False,     # True: one program per iteration; False: jitted pieces
       log_every=10,             # steps between metric writes (and split hypergradient terms)
@@ -86,6 +87,38 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.hypergrad = ml_collections.ConfigDict(dict(
       fd_radius=0.01,           # finite differences: r = fd_radius / ‖v‖ (DARTS)
+  ))
+
+  # Architecture evaluation (`lease-train`): a genotype's network trained from scratch with
+  # DARTS's recipe. Here a small network for the digits; eval_cifar10.py has the paper's.
+  config.train = ml_collections.ConfigDict(dict(
+      genotype='DARTS_V2',      # registry name or genotype JSON (overridden by --genotype)
+      network='cifar',          # 'cifar' (NetworkCIFAR) | 'imagenet' (NetworkImageNet)
+      channels=8,
+      layers=5,
+      auxiliary=False,          # the CIFAR auxiliary head needs 8x8 maps at 2/3 depth
+      auxiliary_weight=0.4,
+      drop_path_prob=0.2,       # ramped linearly over epochs
+      cutout=0,                 # cutout length (16 for CIFAR)
+      augment='crop',
+      epochs=5,
+      batch_size=32,
+      eval_batch_size=128,
+      learning_rate=0.025,
+      learning_rate_min=0.0,
+      lr_schedule='cosine',     # 'cosine' (CIFAR) | 'exponential' (ImageNet: ×lr_decay per epoch)
+      lr_decay=0.97,
+      momentum=0.9,
+      weight_decay=3e-4,
+      grad_clip=5.0,
+      label_smoothing=0.0,
+      impl='auto',
+      eval_every_epochs=1,
+      test_examples=-1,         # evaluate on the first N test examples (-1: all)
+      log_every=20,
+      checkpoint_every=500,
+      keep_checkpoints=2,
+      max_steps=-1,
   ))
 
   # Devices: data parallelism over a 1-D mesh (see lease_jax/parallel.py).

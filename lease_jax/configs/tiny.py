@@ -12,13 +12,22 @@ from lease_jax.configs import default
 
 def get_config():
   config = default.get_config()
-  config.search.epochs = 1
+  config.data.max_examples = 48        # 3 search steps (or 6 training steps) per epoch
+  config.search.epochs = 2
   config.search.batch_size = 8
   config.search.log_every = 2
   config.search.checkpoint_every = 2
-  config.search.max_steps = 4
   config.explainer.channels = 4
   config.explainer.layers = 1
   config.explainer.impl = 'xla'
   config.audience.width = 4
+  config.train.channels = 4
+  config.train.layers = 2
+  config.train.epochs = 1
+  config.train.batch_size = 8
+  config.train.eval_batch_size = 32
+  config.train.test_examples = 40
+  config.train.log_every = 2
+  config.train.checkpoint_every = 2
+  config.train.impl = 'xla'
   return config

@@ -1,0 +1,121 @@
+"""Data: the search split, deterministic batches, per-process shards, the three sources."""
+
+import os
+
+import numpy as np
+import pytest
+
+from lease_jax import data
+from lease_jax.configs import default
+
+
+def _stream(n=40, batch=8, seed=3, kind='crop_flip', shuffle=True):
+  images = np.arange(n * 4 * 4 * 3, dtype=np.uint8).reshape(n, 4, 4, 3)
+  source = data.ArraySource(images, np.arange(n) % 10)
+  transform = data.Transform(kind, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), padding=1)
+  return data.BatchStream(source, np.arange(n), batch, seed, transform, shuffle=shuffle)
+
+
+def test_search_split_halves_the_training_set():
+  train, val = data.search_split(50_000, 0.5)
+  assert len(train) == len(val) == 25_000
+  assert not set(train) & set(val) and len(set(train) | set(val)) == 50_000
+  with pytest.raises(data.DataError, match='train_portion'):
+    data.search_split(100, 1.0)
+
+
+def test_batches_are_a_function_of_seed_and_step():
+  a, b = _stream(), _stream()
+  for step in (0, 3, 7, 12):  # 5 batches per epoch: steps in epochs 0, 1, 2
+    first, again = a.batch(step), b.batch(step)
+    np.testing.assert_array_equal(first['image'], again['image'])
+    np.testing.assert_array_equal(first['label'], again['label'])
+  assert not np.array_equal(_stream(seed=4).batch(0)['image'], a.batch(0)['image'])
+
+
+def test_every_epoch_is_a_fresh_permutation():
+  stream = _stream()
+  epochs = [np.concatenate([stream.global_indices(e * 5 + k) for k in range(5)])
+            for e in range(3)]
+  for order in epochs:
+    assert sorted(order) == list(range(40))
+  assert not np.array_equal(epochs[0], epochs[1])
+
+
+def test_process_shards_make_up_the_global_batch():
+  stream = _stream(kind='none')
+  whole = stream.batch(6)
+  parts = [stream.batch(6, i, 4) for i in range(4)]
+  np.testing.assert_array_equal(np.concatenate([p['image'] for p in parts]), whole['image'])
+  np.testing.assert_array_equal(np.concatenate([p['label'] for p in parts]), whole['label'])
+  with pytest.raises(data.DataError, match='does not split over 3'):
+    stream.batch(0, 0, 3)
+
+
+def test_augmentation_draws_per_example_and_step():
+  stream = _stream(n=8, batch=8, kind='crop_flip')
+  plain = _stream(n=8, batch=8, kind='none', shuffle=False).batch(0)
+  augmented = [stream.batch(k) for k in range(3)]
+  assert all(b['image'].shape == plain['image'].shape for b in augmented)
+  assert not np.array_equal(augmented[0]['image'], augmented[1]['image'])
+
+
+def test_evaluation_stream_pads_and_masks_the_last_batch():
+  stream = _stream(n=20, batch=8, kind='none', shuffle=False)
+  assert stream.steps_per_epoch == 3
+  last = stream.batch(2)
+  np.testing.assert_array_equal(last['mask'], [1, 1, 1, 1, 0, 0, 0, 0])
+  labels = np.concatenate([stream.batch(k)['label'][stream.batch(k)['mask'] > 0]
+                           for k in range(3)])
+  np.testing.assert_array_equal(labels, np.arange(20) % 10)
+
+
+def test_cutout_zeroes_a_square():
+  image = np.ones((32, 32, 3), np.float32)
+  out = data.cutout(image, np.random.default_rng(0), 16)
+  zeros = (out == 0).all(-1).sum()
+  assert 0 < zeros <= 256
+
+
+def test_packaged_digits():
+  info, train, test = data.load_sources(default.get_config().data)
+  assert (info.name, info.num_classes, info.image_shape) == ('digits', 10, (8, 8, 1))
+  assert len(train) + len(test) == 1797 and len(test) == 360
+
+
+def test_image_folder_source(tmp_path):
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  for split, count in (('train', 3), ('test', 1)):
+    for name in ('cat', 'ant'):
+      os.makedirs(tmp_path / split / name)
+      for i in range(count):
+        pixels = rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / split / name / f'{i}.png')
+  config = default.get_config().data
+  config.source, config.name, config.data_dir = 'image_folder', 'shapes', str(tmp_path)
+  info, train, test = data.load_sources(config)
+  assert info.num_classes == 2 and info.image_shape == (6, 6, 3)
+  assert len(train) == 6 and len(test) == 2
+  assert [int(train[i][1]) for i in range(6)] == [0, 0, 0, 1, 1, 1]  # 'ant' < 'cat'
+  (tmp_path / 'train' / 'ant' / '0.png').write_bytes(b'not a png')
+  with pytest.raises(data.DataError, match='cannot decode image'):
+    train[0]
+
+
+def test_tfds_source_without_tensorflow():
+  import tensorflow_datasets as tfds
+  config = default.get_config().data
+  config.source, config.name = 'tfds', 'cifar10'
+  with tfds.testing.mock_data(num_examples=12):
+    info, train, test = data.load_sources(config)
+    image, label = train[0]
+  assert info.num_classes == 10 and len(train) == 12
+  assert image.shape == (32, 32, 3) and image.dtype == np.uint8 and 0 <= label < 10
+
+
+def test_unprepared_tfds_dataset_is_a_data_error(tmp_path):
+  config = default.get_config().data
+  config.source, config.name, config.data_dir = 'tfds', 'cifar100', str(tmp_path)
+  with pytest.raises(data.DataError, match="tfds dataset 'cifar100'.*not prepared"):
+    data.load_sources(config)

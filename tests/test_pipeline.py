@@ -1,0 +1,179 @@
+"""The tools researchers run: `lease-search` and `lease-train` end to end, exact resume after a
+kill, and the one-line errors for bad input (nothing already saved is lost)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lease_jax import search_space
+
+TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                    'lease_jax', 'configs', 'tiny.py')
+STEPS = 6
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+  """Subprocess environment: CPU, the suite's fast-compile setting, a shared compilation cache
+  (the first run compiles; the others load the same executables)."""
+  cache = tmp_path_factory.mktemp('xla_cache')
+  return dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='true',
+              LEASE_JAX_CACHE=str(cache), PYTHONUNBUFFERED='1')
+
+
+def _cli(prog, *args, env, check=True, timeout=900):
+  result = subprocess.run([sys.executable, '-m', f'lease_jax.{prog}', *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+  if check and result.returncode != 0:
+    raise AssertionError(f'{prog} {args} failed ({result.returncode}):\n{result.stderr[-3000:]}')
+  return result
+
+
+def _search_args(workdir, *extra):
+  return (f'--config={TINY}', f'--workdir={workdir}', f'--config.search.max_steps={STEPS}',
+          *extra)
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory, env):
+  workdir = tmp_path_factory.mktemp('search') / 'run'
+  _cli('main', *_search_args(workdir), env=env)
+  return workdir
+
+
+def _snapshot(workdir):
+  """Every file under workdir with its bytes (to show nothing was touched)."""
+  out = {}
+  for root, _, files in os.walk(workdir):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        out[os.path.relpath(path, workdir)] = f.read()
+  return out
+
+
+def test_search_writes_every_output(uninterrupted):
+  workdir = uninterrupted
+  for name in ('genotype.json', 'alphas.json', 'summary.json', 'history.jsonl', 'log.txt',
+               'config.json', 'plots/alphas.png', 'plots/normal.png', 'plots/reduction.png',
+               'plots/epoch001_alphas.png', 'plots/epoch002_normal.png'):
+    assert (workdir / name).exists(), name
+  assert any(n.startswith('events.out.tfevents') for n in os.listdir(workdir))
+  genotype = search_space.load_genotype(str(workdir / 'genotype.json'))
+  alphas = search_space.load_alphas(str(workdir / 'alphas.json'))
+  assert search_space.derive_genotype(alphas['alphas_normal'], alphas['alphas_reduce']) == genotype
+  summary = json.loads((workdir / 'summary.json').read_text())
+  assert summary['step'] == STEPS and summary['finished']  # tiny: 2 epochs of 3 steps
+  history = [json.loads(line) for line in (workdir / 'history.jsonl').read_text().splitlines()]
+  assert [h['epoch'] for h in history] == [1, 2]
+  assert history[-1]['genotype'] == genotype.to_json_dict()
+  assert summary['cifar_eval_network']['params'] > summary['cifar_eval_network']['params_no_aux']
+  assert os.listdir(workdir / 'checkpoints')
+
+
+def test_killed_search_resumes_bitwise(uninterrupted, tmp_path, env):
+  """SIGKILL once the first checkpoint exists, run the same command again: identical outputs."""
+  workdir = tmp_path / 'run'
+  cmd = [sys.executable, '-m', 'lease_jax.main', *_search_args(workdir)]
+  process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  first = workdir / 'checkpoints' / '2'
+  deadline = time.time() + 600
+  while not first.exists() and process.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert not (workdir / 'summary.json').exists(), 'killed too late to test a resume'
+  resumed = _cli('main', *_search_args(workdir), env=env)
+  assert 'resuming' in resumed.stdout
+  for name in ('alphas.json', 'genotype.json'):
+    assert (workdir / name).read_bytes() == (uninterrupted / name).read_bytes(), name
+
+
+def test_stopped_search_continues_bitwise(uninterrupted, tmp_path, env):
+  """A run stopped by max_steps and continued with a larger one equals the uninterrupted run."""
+  workdir = tmp_path / 'run'
+  _cli('main', f'--config={TINY}', f'--workdir={workdir}', '--config.search.max_steps=3',
+       env=env)
+  _cli('main', *_search_args(workdir), env=env)
+  assert (workdir / 'alphas.json').read_bytes() == (uninterrupted / 'alphas.json').read_bytes()
+
+
+def test_different_config_in_workdir_is_refused(uninterrupted, env):
+  before = _snapshot(uninterrupted)
+  result = _cli('main', *_search_args(uninterrupted, '--config.search.gamma=0.5'), env=env,
+                check=False)
+  assert result.returncode == 2
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and 'different config' in lines[0] and 'search.gamma' in lines[0]
+  assert _snapshot(uninterrupted) == before
+
+
+def test_train_end_to_end(tmp_path, env):
+  import functools
+
+  import jax
+
+  from lease_jax.models import eval_network
+  workdir = tmp_path / 'train'
+  result = _cli('train_main', f'--config={TINY}', '--genotype=DARTS_V2', f'--workdir={workdir}',
+                env=env)
+  summary = json.loads((workdir / 'summary.json').read_text())
+  assert 'test error' in result.stdout
+  assert 0.0 <= summary['test_error'] <= 1.0 and summary['step'] == summary['total_steps'] == 6
+  genotype = search_space.load_genotype('DARTS_V2')
+  # tiny: NetworkCIFAR C=4, 2 cells, no auxiliary head, on 8x8x1 digits; counted from shapes.
+  model = eval_network.NetworkCIFAR(genotype, 4, 10, 2, False)
+  key = jax.random.PRNGKey(0)
+  shapes = jax.eval_shape(functools.partial(model.init, train=True),
+                          {'params': key, 'dropout': key}, jax.numpy.zeros((2, 8, 8, 1)))
+  assert summary['params'] == summary['params_no_aux'] == eval_network.count_params(
+      shapes['params'])
+  assert (workdir / 'history.jsonl').exists() and os.listdir(workdir / 'checkpoints')
+
+
+@pytest.mark.parametrize('args, expected', [
+    (('--config.data.source=image_folder', '--config.data.data_dir=/nonexistent/cifar'),
+     "image folder '/nonexistent/cifar/train' does not exist"),
+    (('--config.data.source=tfds', '--config.data.name=cifar11'),
+     "data.name 'cifar11'"),
+    (('--config.data.source=packaged', '--config.data.name=mnist'),
+     "data.name 'mnist'"),
+    (('--config.search.gammma=1',), 'search.gammma: no such config field'),
+    (('--config.search.mode=exactly',), "mode 'exactly'"),
+])
+def test_bad_input_is_one_line(tmp_path, env, args, expected):
+  workdir = tmp_path / 'run'
+  result = _cli('main', f'--config={TINY}', f'--workdir={workdir}', *args, env=env, check=False)
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+  assert expected in lines[0], lines[0]
+  assert not (workdir / 'checkpoints').exists()
+
+
+def test_malformed_genotype_is_one_line(tmp_path, env):
+  bad = tmp_path / 'genotype.json'
+  bad.write_text('{"normal": [["sep_conv_3x3", 0]], "normal_concat": [2, 3, 4, 5]}')
+  result = _cli('train_main', f'--config={TINY}', f'--genotype={bad}',
+                f'--workdir={tmp_path / "train"}', env=env, check=False)
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 1 and str(bad) in lines[0], result.stderr
+
+
+def test_seed_launcher_reports_mean_and_std(tmp_path, env):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir = tmp_path / 'seeds'
+  result = subprocess.run(
+      [sys.executable, os.path.join(root, 'experiments', 'run_seeds.py'), 'train', '--seeds=2',
+       f'--workdir={workdir}', '--', f'--config={TINY}', '--genotype=DARTS_V2'],
+      env=env, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-2000:]
+  report = json.loads((workdir / 'seeds.json').read_text())
+  assert report['seeds'] == [1, 2] and len(report['runs']) == 2
+  errors = [run['test_error'] for run in report['runs']]
+  assert abs(report['mean']['test_error'] - sum(errors) / 2) < 1e-12
+  assert 'mean ± std' in (workdir / 'seeds.md').read_text()
