@@ -27,7 +27,8 @@ class Search:
   def init_state(self, seed: int) -> lease.SearchState:
     """The step-0 state: weights, A = init_scale · N(0, 1), fresh optimizer states, the RNG."""
     key_e, key_a, key_w, key_rng = jax.random.split(jax.random.PRNGKey(seed), 4)
-    sample = jnp.zeros((2,) + self.info.image_shape, jnp.float32)
+    # Two examples per BatchNorm group (per-device statistics need the batch to split).
+    sample = jnp.zeros((2 * self.explainer.bn_groups,) + self.info.image_shape, jnp.float32)
     alphas = explainer_lib.init_alphas(key_a, self.explainer.steps, self.init_scale)
     explainer = jax.jit(self.explainer.init)(key_e, alphas, sample)['params']
     audience = jax.jit(self.audience.init)(key_w, sample)['params'] if self.audience else {}

@@ -143,7 +143,7 @@ def build(config, info: data.DatasetInfo, genotype: search_space.Genotype,
 
   def init_state(seed: int) -> TrainState:
     key_init, key_rng = jax.random.split(jax.random.PRNGKey(seed))
-    sample = jnp.zeros((2,) + info.image_shape, jnp.float32)
+    sample = jnp.zeros((2 * bn_groups,) + info.image_shape, jnp.float32)  # 2 per BN group
     init = functools.partial(model.init, train=True)
     variables = jax.jit(init)({'params': key_init, 'dropout': key_init}, sample)
     params = variables['params']
