@@ -49,9 +49,20 @@ def bn_groups(config, mesh: Mesh | None) -> int:
 
 
 def replicate(tree, mesh: Mesh | None):
+  """Every leaf copied whole to every device of the mesh (every process holds the same values).
+
+  Built from host values with `make_array_from_callback`: in a multi-process run, `device_put`
+  onto a mesh spanning processes gave arrays whose shards orbax could not read (jax 0.10.2).
+  """
   if mesh is None:
     return tree
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  sharding = NamedSharding(mesh, P())
+
+  def put(x):
+    host = np.asarray(jax.device_get(x))
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree.map(put, tree)
 
 
 def shard_batch(batch: dict, mesh: Mesh | None, keys=('image', 'label')) -> dict:
