@@ -181,6 +181,17 @@ def _table(rows: list[dict], ceiling: float) -> str:
   return '\n'.join(lines)
 
 
+def write_report(out: str, size: str, header: str, ceiling: float, args, rows, argv) -> None:
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, f'bench_{size}.json'), 'w') as f:
+    json.dump({'header': header, 'matmul_gflops': ceiling, 'size': size, 'impl': args.impl,
+               'jit_whole': args.jit_whole, 'rows': rows}, f, indent=1)
+  with open(os.path.join(out, f'bench_{size}.md'), 'w') as f:
+    f.write(f'# Search-iteration benchmark, {size}\n\n{header}\n\n{_table(rows, ceiling)}\n\n'
+            f'Command: `python benchmarks/bench_search_step.py {" ".join(argv or sys.argv[1:])}`'
+            '\n')
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--size', choices=sorted(SIZES), default='tiny')
@@ -215,17 +226,9 @@ def main(argv=None) -> int:
   for variant in variants:
     rows.append(run_child(args, variant))
     print(json.dumps(rows[-1]), flush=True)
-  table = _table(rows, ceiling)
-  print(table)
-  if args.out:
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f'bench_{args.size}.json'), 'w') as f:
-      json.dump({'header': header, 'matmul_gflops': ceiling, 'size': args.size,
-                 'impl': args.impl, 'jit_whole': args.jit_whole, 'rows': rows}, f, indent=1)
-    with open(os.path.join(args.out, f'bench_{args.size}.md'), 'w') as f:
-      f.write(f'# Search-iteration benchmark, {args.size}\n\n{header}\n\n{table}\n\n'
-              f'Command: `python benchmarks/bench_search_step.py {" ".join(argv or sys.argv[1:])}`'
-              '\n')
+    if args.out:  # after every variant, so a long run killed part way keeps what it measured
+      write_report(args.out, args.size, header, ceiling, args, rows, argv)
+  print(_table(rows, ceiling))
   return 0 if all(row['status'] == 'ok' for row in rows) else 1
 
 

@@ -77,19 +77,27 @@ def test_hypergradient_is_a_descent_direction_for_O_A(setup):
 
   grad = hypergrad.hypergradient('hvp', problem, A=state.alphas, **kw).total
   before = float(objective(state.alphas))
-  step = 0.05 / builders.flat_norm(grad)
+  # A step of 0.005 in α (A itself is ~1e-3): the decrease is the first-order prediction
+  # step·‖g‖² up to curvature (and the kinks of ReLU / max-pool).
+  norm = builders.flat_norm(grad)
+  step = 0.005 / norm
   after = float(objective(jax.tree.map(lambda a, g: a - step * g, state.alphas, grad)))
-  assert after < before
+  predicted = step * norm**2
+  assert 0.25 * predicted < before - after < 2.0 * predicted, (before - after, predicted)
 
 
-def test_O_A_decreases_over_iterations_on_a_fixed_batch(setup):
+def test_explainer_term_decreases_over_iterations_on_a_fixed_batch(setup):
+  """Iterating on one batch (validating on the batch it trains on), the explainer's term of O_A
+  falls. The audience's term is not expected to: the audience learns from δ' ⊙ x and is
+  validated on clean x (DESIGN §1), so on a fixed batch its loss wanders (measured 5.2 -> 5.5
+  for the sum over 4 iterations of the tiny config) — the hypergradient's descent property is
+  tested above, on O_A as a whole."""
   config, searches, (train, val) = setup
   search = searches['hvp']
   state = search.init_state(config.seed)
   step = lease.make_step(search.spec, jit_whole=False)
-  objectives = []
+  losses = []
   for _ in range(4):
     state, metrics = step(state, train, train)  # validate on the batch it trains on
-    objectives.append(float(metrics['explainer_val_loss']) +
-                      float(metrics['audience_val_loss']))
-  assert objectives[-1] < objectives[0], objectives
+    losses.append(float(metrics['explainer_val_loss']))
+  assert losses[-1] < losses[0], losses

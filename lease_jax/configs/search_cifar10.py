@@ -10,16 +10,14 @@ DARTS's search settings (8 cells, C=16, batch 64, SGD 0.025 cosine to 0.001, Ada
 the 25k/25k split of the training set, γ = 1 and a ResNet-18 audience (width 64).
 """
 
-from lease_jax.configs import default
+from lease_jax.configs import default, eval_cifar10
 
 
 def get_config():
   config = default.get_config()
-  config.data.source = 'tfds'
-  config.data.name = 'cifar10'
-  config.data.augment = 'crop_flip'
-  config.data.padding = 4
-  config.data.workers = 4
+  evaluation = eval_cifar10.get_config()
+  config.data = evaluation.data        # tfds CIFAR-10, crop (pad 4) and flip
+  config.train = evaluation.train      # `lease-train` with this config: DARTS's evaluation
   config.search.epochs = 50
   config.search.batch_size = 64
   config.search.log_every = 50
@@ -27,12 +25,4 @@ def get_config():
   config.explainer.channels = 16
   config.explainer.layers = 8
   config.audience.width = 64
-  # The evaluation network of the found cell (`lease-train` with this config).
-  config.train.channels = 36
-  config.train.layers = 20
-  config.train.auxiliary = True
-  config.train.cutout = 16
-  config.train.augment = 'crop_flip'
-  config.train.epochs = 600
-  config.train.batch_size = 96
   return config
