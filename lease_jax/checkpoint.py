@@ -110,6 +110,11 @@ class Checkpointer:
     self.manager.wait_until_finished()
     self.manager.close()
 
+  def finish(self, state: Any) -> None:
+    """Saves the final (or stopped) state, waits for every save to land, and closes."""
+    self.save(int(state.step), state, force=True)
+    self.close()
+
 
 def write_json(path: str, value: Any) -> None:
   """Writes JSON atomically (a temporary file renamed), so a killed run never leaves half."""

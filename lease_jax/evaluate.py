@@ -265,8 +265,7 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
     prefetch.close()
 
   finished = int(state.step) >= total_steps
-  ckpt.save(int(state.step), state, force=True)
-  ckpt.close()
+  ckpt.finish(state)
   if not last_test or not history or history[-1]['step'] != int(state.step):
     last_test = evaluate(eval_fn, state, test, mesh)  # a stopped run reports its current error
   params = jax.device_get(state.params)

@@ -138,8 +138,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     prefetch.close()
 
   finished = int(state.step) >= total_steps
-  ckpt.save(int(state.step), state, force=True)
-  ckpt.close()
+  ckpt.finish(state)
   genotype = _genotype(state, steps, multiplier)
   summary = {
       'genotype': genotype.to_json_dict(),
