@@ -15,6 +15,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from lease_jax import search_space
+
 # Fields that change how a run goes, not what it computes: they may differ on resume.
 RESUMABLE_FIELDS = ('search.max_steps', 'search.log_every', 'search.checkpoint_every',
                     'search.keep_checkpoints', 'search.jit_whole_step', 'data.workers',
@@ -78,13 +80,7 @@ class Checkpointer:
             f'use a new --workdir, or the config that made it')
     if not has_checkpoint:
       os.makedirs(self.workdir, exist_ok=True)
-      tmp = f'{path}.tmp'
-      with open(tmp, 'w') as f:
-        json.dump(config_dict, f, indent=1, sort_keys=True, default=str)
-      os.replace(tmp, path)
-
-  def latest_step(self) -> int | None:
-    return self.manager.latest_step()
+      search_space.write_json_atomic(path, config_dict, indent=1, sort_keys=True, default=str)
 
   def restore_or(self, init_state: Any) -> tuple[Any, bool]:
     """(the latest checkpoint restored into `init_state`'s structure, True), else (init, False)."""
@@ -114,14 +110,6 @@ class Checkpointer:
     """Saves the final (or stopped) state, waits for every save to land, and closes."""
     self.save(int(state.step), state, force=True)
     self.close()
-
-
-def write_json(path: str, value: Any) -> None:
-  """Writes JSON atomically (a temporary file renamed), so a killed run never leaves half."""
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp, path)
 
 
 def read_jsonl(path: str) -> list[dict]:

@@ -279,7 +279,7 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
       **last_test,
   }
   if is_chief:
-    checkpoint.write_json(os.path.join(workdir, 'summary.json'), summary)
+    search_space.write_json_atomic(os.path.join(workdir, 'summary.json'), summary, indent=1)
     writer.write_text_line(json.dumps(summary))
   writer.flush()
   writer.close()

@@ -45,7 +45,7 @@ def bn_groups(config, mesh: Mesh | None) -> int:
   cfg = config.get('parallel', None)
   if cfg is None or cfg.batch_norm == 'global':
     return 1
-  return mesh.size if mesh is not None else max(1, int(cfg.get('bn_groups_on_one_device', 1)))
+  return mesh.size if mesh is not None else 1
 
 
 def replicate(tree, mesh: Mesh | None):

@@ -18,7 +18,6 @@ ends bitwise identical to an uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -155,7 +154,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     visualize.draw_alphas(alphas['alphas_normal'], alphas['alphas_reduce'],
                           os.path.join(plots, 'alphas.png'), 'final')
     visualize.draw_genotype(genotype, plots)
-    checkpoint.write_json(os.path.join(workdir, 'summary.json'), summary)
+    search_space.write_json_atomic(os.path.join(workdir, 'summary.json'), summary, indent=1)
   writer.flush()
   writer.close()
   return summary

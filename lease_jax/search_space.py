@@ -211,7 +211,7 @@ def steps_of(alphas: np.ndarray) -> int:
 
 
 def save_alphas(path: str, alphas_normal, alphas_reduce) -> None:
-  _write_json(path, {'alphas_normal': np.asarray(alphas_normal, np.float64).tolist(),
+  write_json_atomic(path, {'alphas_normal': np.asarray(alphas_normal, np.float64).tolist(),
                      'alphas_reduce': np.asarray(alphas_reduce, np.float64).tolist()})
 
 
@@ -274,11 +274,11 @@ def _read_json(path: str) -> Any:
     raise GenotypeError(f'{path}: not valid JSON ({e})') from None
 
 
-def _write_json(path: str, data: Any) -> None:
-  """Writes atomically (temp file + rename) so a crash never leaves half a file."""
+def write_json_atomic(path: str, data: Any, **dump_options) -> None:
+  """Writes JSON atomically (temp file + rename) so a crash never leaves half a file."""
   tmp = f'{path}.tmp'
   with open(tmp, 'w') as f:
-    json.dump(data, f)
+    json.dump(data, f, **dump_options)
     f.write('\n')
   os.replace(tmp, path)
 
@@ -294,4 +294,4 @@ def load_genotype(name_or_path: str) -> Genotype:
 
 
 def save_genotype(path: str, genotype: Genotype) -> None:
-  _write_json(path, genotype.to_json_dict())
+  write_json_atomic(path, genotype.to_json_dict())
