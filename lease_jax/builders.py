@@ -8,9 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lease_jax import cli_utils, data, hypergrad, kernels, lease, optim, parallel
+from lease_jax import cli_utils, data, hypergrad, kernels, lease, optim, parallel, spaces
 from lease_jax.models import audience as audience_lib
-from lease_jax.models import explainer as explainer_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,7 +17,7 @@ class Search:
   """A configured search: the static spec and what initialises its state."""
 
   spec: lease.SearchSpec
-  explainer: explainer_lib.Supernet
+  space: spaces.Space  # the search space and its supernet (the explainer)
   audience: audience_lib.ResNet18 | None
   info: data.DatasetInfo
   steps_per_epoch: int
@@ -28,9 +27,9 @@ class Search:
     """The step-0 state: weights, A = init_scale · N(0, 1), fresh optimizer states, the RNG."""
     key_e, key_a, key_w, key_rng = jax.random.split(jax.random.PRNGKey(seed), 4)
     # Two examples per BatchNorm group (per-device statistics need the batch to split).
-    sample = jnp.zeros((2 * self.explainer.bn_groups,) + self.info.image_shape, jnp.float32)
-    alphas = explainer_lib.init_alphas(key_a, self.explainer.steps, self.init_scale)
-    explainer = jax.jit(self.explainer.init)(key_e, alphas, sample)['params']
+    sample = jnp.zeros((2 * self.space.model.bn_groups,) + self.info.image_shape, jnp.float32)
+    alphas = self.space.init_alphas(key_a, self.init_scale)
+    explainer = jax.jit(self.space.model.init)(key_e, alphas, sample)['params']
     audience = jax.jit(self.audience.init)(key_w, sample)['params'] if self.audience else {}
     return lease.init_state(self.spec, explainer, alphas, audience, key_rng)
 
@@ -55,13 +54,21 @@ def check_config(config) -> None:
   """Rejects a config value that cannot work, naming the field and what is accepted, before
   anything is built or written."""
   _choice(config, 'data.source', data.SOURCES)
+  if 'space' in config:
+    _choice(config, 'space', spaces.SPACES)
   _choice(config, 'data.augment', data.Transform.KINDS)
   _choice(config, 'parallel.batch_norm', parallel.BATCH_NORM)
   _at_least(config, 'parallel.num_devices', 0)
   _at_least(config, 'seed', 0)
+  _at_least(config, 'data.split_seed', 0)
   if 'search' in config:
     _choice(config, 'search.mode', hypergrad.MODES)
     _choice(config, 'explanation.target', hypergrad.TARGETS)
+    _choice(config, 'explanation.start', hypergrad.STARTS)
+    if config.explanation.start == 'zero' and config.explanation.target == 'soft':
+      raise cli_utils.UserError(
+          "explanation.start 'zero' with explanation.target 'soft': the ascent gradient at "
+          "δ0 = 0 is exactly zero (δ' = 0); use start 'random' or target 'label'")
     _choice(config, 'explanation.audience_input', hypergrad.AUDIENCE_INPUTS)
     _choice(config, 'explainer.impl', kernels.IMPLS)
     for field in ('search.gamma', 'explanation.epsilon_pixels', 'hypergrad.fd_radius'):
@@ -88,11 +95,8 @@ def build_search(config, info: data.DatasetInfo, steps_per_epoch: int,
                  bn_groups: int = 1) -> Search:
   """The search a config describes (models, optimizers, hypergradient mode, options)."""
   ex, au, search = config.explainer, config.audience, config.search
-  explainer = explainer_lib.Supernet(
-      num_classes=info.num_classes, channels=ex.channels, layers=ex.layers, steps=ex.steps,
-      multiplier=ex.multiplier, stem_multiplier=ex.stem_multiplier, bn_groups=bn_groups,
-      remat=ex.remat, impl=ex.impl)
-  _, explainer_apply = explainer_lib.make_explainer(explainer)
+  space = spaces.make_space(config, info.num_classes, bn_groups)
+  explainer_apply = space.apply_fn()
   gamma = float(search.gamma)
   audience = None
   audience_apply = audience_tx = None
@@ -105,7 +109,7 @@ def build_search(config, info: data.DatasetInfo, steps_per_epoch: int,
   explanation = hypergrad.ExplanationOptions(
       epsilon=epsilon(config, info), step_size=float(config.explanation.step_size),
       target=config.explanation.target, clip=bool(config.explanation.clip),
-      sign=bool(config.explanation.sign))
+      sign=bool(config.explanation.sign), start=config.explanation.start)
   problem = hypergrad.Problem(
       explainer_apply=explainer_apply, audience_apply=audience_apply,
       explainer_tx=optim.weights_optimizer(ex.learning_rate, ex.learning_rate_min, ex.momentum,
@@ -120,20 +124,24 @@ def build_search(config, info: data.DatasetInfo, steps_per_epoch: int,
       mode=search.mode, explainer_clip=float(ex.grad_clip), audience_clip=float(au.grad_clip),
       learning_rate=optim.per_epoch_cosine(ex.learning_rate, ex.learning_rate_min,
                                            search.epochs, steps_per_epoch))
-  return Search(spec, explainer, audience, info, steps_per_epoch, float(arch.init_scale))
+  return Search(spec, space, audience, info, steps_per_epoch, float(arch.init_scale))
 
 
-def num_train_examples(config, train_source) -> int:
-  """How many training examples a run uses (`data.max_examples` caps it; -1: all)."""
-  limit = config.data.get('max_examples', -1)
-  return len(train_source) if limit is None or limit < 0 else min(limit, len(train_source))
+def train_indices(config, train_source) -> np.ndarray:
+  """The training examples a run uses: all, or a class-balanced `data.max_examples` of them."""
+  return data.balanced_subset(train_source.labels, split_seed(config),
+                              config.data.get('max_examples', -1))
+
+
+def split_seed(config) -> int:
+  return int(config.data.get('split_seed', 0))
 
 
 def search_streams(config, info, train_source, batch_size: int | None = None):
-  """The search's train and val `BatchStream`s (DARTS's split of the training set)."""
+  """The search's train and val `BatchStream`s (DARTS's split, class-balanced)."""
   batch_size = batch_size or config.search.batch_size
-  train_idx, val_idx = data.search_split(num_train_examples(config, train_source),
-                                         config.data.train_portion)
+  train_idx, val_idx = data.search_split(train_source.labels, config.data.train_portion,
+                                         split_seed(config), config.data.get('max_examples', -1))
   transform = data.Transform(config.data.augment, info.mean, info.std, config.data.padding)
   workers = config.data.get('workers', 0)
   train = data.BatchStream(train_source, train_idx, batch_size, config.seed, transform,

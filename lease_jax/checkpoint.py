@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from lease_jax import search_space
+from lease_jax import writers
 
 # Fields that change how a run goes, not what it computes: they may differ on resume.
 RESUMABLE_FIELDS = ('search.max_steps', 'search.log_every', 'search.checkpoint_every',
@@ -23,7 +23,7 @@ RESUMABLE_FIELDS = ('search.max_steps', 'search.log_every', 'search.checkpoint_e
                     'data.data_dir', 'train.max_steps', 'train.log_every',
                     'train.checkpoint_every', 'train.keep_checkpoints', 'train.genotype',
                     'train.eval_every_epochs', 'train.test_examples', 'train.eval_batch_size',
-                    'parallel.num_devices')
+                    'parallel.num_devices', 'benchmark.table')
 
 
 class CheckpointError(RuntimeError):
@@ -80,7 +80,7 @@ class Checkpointer:
             f'use a new --workdir, or the config that made it')
     if not has_checkpoint:
       os.makedirs(self.workdir, exist_ok=True)
-      search_space.write_json_atomic(path, config_dict, indent=1, sort_keys=True, default=str)
+      writers.write_json_atomic(path, config_dict, indent=1, sort_keys=True, default=str)
 
   def restore_or(self, init_state: Any) -> tuple[Any, bool]:
     """(the latest checkpoint restored into `init_state`'s structure, True), else (init, False)."""

@@ -61,8 +61,9 @@ class UserError(Exception):
 
 
 def _user_error_types():
-  from lease_jax import checkpoint, data, search_space
-  return (data.DataError, search_space.GenotypeError, checkpoint.CheckpointError, UserError)
+  from lease_jax import checkpoint, data, search_space, spaces
+  return (data.DataError, search_space.GenotypeError, checkpoint.CheckpointError,
+          spaces.SpaceError, UserError)
 
 
 class one_line_errors:

@@ -18,14 +18,19 @@ The data stack, and why:
   * Augmentation is numpy, per example, seeded by (seed, step, row of the global batch): the
     same whatever the number of processes or devices.
 
-The search split (DARTS): the first `train_portion` of the training set is the search's train
-set (D_e^tr = D_a^tr), the rest its validation set (D_e^val = D_a^val); each is its own stream.
+The search split (DARTS): `train_portion` of the training set is the search's train set
+(D_e^tr = D_a^tr), the rest its validation set (D_e^val = D_a^val); each is its own stream.
+Sources may list their examples class by class (image folders do), so every subset — the
+`max_examples` / `test_examples` truncations and both halves of the split — is taken from one
+seeded, class-stratified order (`stratified_order`): any prefix of it holds every class within
+±1 of its proportional count.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import os
 from typing import Callable, Sequence
 
@@ -65,7 +70,11 @@ KNOWN = {
 
 
 class ArraySource:
-  """Images and labels held in memory."""
+  """Images and labels held in memory.
+
+  Every source has `labels` (int32 [N], read without decoding images): the stratified split needs
+  them.
+  """
 
   def __init__(self, images: np.ndarray, labels: np.ndarray):
     self.images, self.labels = images, labels.astype(np.int32)
@@ -121,6 +130,7 @@ class TfdsSource:
 
   def __init__(self, name: str, split: str, data_dir: str | None):
     import tensorflow_datasets as tfds
+    self.name, self.split, self.data_dir = name, split, data_dir
     try:
       self.source = tfds.data_source(name, split=split, data_dir=data_dir or None,
                                      download=False)
@@ -134,6 +144,19 @@ class TfdsSource:
 
   def __len__(self):
     return len(self.source)
+
+  @functools.cached_property
+  def labels(self) -> np.ndarray:
+    """Every example's label, read with the images left encoded (fast even for ImageNet)."""
+    import tensorflow_datasets as tfds
+    read = lambda source: np.asarray([int(source[i]['label']) for i in range(len(source))],
+                                     np.int32)
+    try:
+      return read(tfds.data_source(self.name, split=self.split, data_dir=self.data_dir or None,
+                                   download=False,
+                                   decoders={'image': tfds.decode.SkipDecoding()}))
+    except Exception:  # noqa: BLE001 - skipping decoding can need TensorFlow: decode instead
+      return read(self.source)
 
   def __getitem__(self, i):
     record = self.source[i]
@@ -362,14 +385,67 @@ class BatchStream:
             'mask': np.asarray([1.0 if r < valid else 0.0 for r in rows], np.float32)}
 
 
-def search_split(num_examples: int, train_portion: float) -> tuple[np.ndarray, np.ndarray]:
-  """DARTS's split of the training set: the first `portion` for train, the rest for val."""
+def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
+  """A seeded permutation of `range(len(labels))` whose every prefix is class-balanced.
+
+  Each class's examples are shuffled (seeded), then the classes are interleaved by the position
+  of each example within its class, `(k + 1/2) / n_c`, so the first m examples of the order hold
+  `m · n_c / N ± 1` of class c, whatever order the source lists them in.
+  """
+  labels = np.asarray(labels)
+  rng = np.random.default_rng(seed)
+  groups = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+  return _interleave(groups)
+
+
+def _interleave(groups: Sequence[np.ndarray]) -> np.ndarray:
+  if not groups:
+    return np.zeros((0,), np.int64)
+  position = np.concatenate([(np.arange(len(g)) + 0.5) / len(g) for g in groups])
+  group = np.concatenate([np.full(len(g), i) for i, g in enumerate(groups)])
+  return np.concatenate(groups)[np.lexsort((group, position))]
+
+
+def balanced_subset(labels: np.ndarray, seed: int, limit: int = -1) -> np.ndarray:
+  """The first `limit` examples (-1: all) of `stratified_order`, re-interleaved so that any
+  prefix of the subset is class-balanced too (the search split takes one)."""
+  order = stratified_order(labels, seed)
+  if limit is None or limit < 0 or limit >= len(order):
+    return order
+  chosen = order[:limit]
+  labels = np.asarray(labels)
+  # Within a class the order keeps its shuffled sequence, so regrouping and interleaving again
+  # gives a balanced order of the subset.
+  return _interleave([chosen[labels[chosen] == c] for c in np.unique(labels[chosen])])
+
+
+def search_split(labels: np.ndarray, train_portion: float, seed: int,
+                 limit: int = -1) -> tuple[np.ndarray, np.ndarray]:
+  """DARTS's split of the training set into the search's train and val halves, class-balanced.
+
+  Args:
+    labels: every training example's label (the source's `labels`).
+    train_portion: the train half's share (DARTS: 0.5).
+    seed: the split's seed (`data.split_seed`): the split is a pure function of it and the
+      labels, identical in every process and on resume.
+    limit: use only `limit` examples (`data.max_examples`; -1: all), a class-balanced subset.
+
+  Returns:
+    (train indices, val indices) into the source; each half holds every class within ±1 of its
+    proportional count.
+  """
   if not 0 < train_portion < 1:
     raise DataError(f'data.train_portion must be in (0, 1), got {train_portion}')
-  split = int(np.floor(train_portion * num_examples))
-  if split == 0 or split == num_examples:
-    raise DataError(f'train_portion {train_portion} leaves an empty split of {num_examples}')
-  return np.arange(split), np.arange(split, num_examples)
+  order = balanced_subset(labels, seed, limit)
+  split = int(np.floor(train_portion * len(order)))
+  if split == 0 or split == len(order):
+    raise DataError(f'train_portion {train_portion} leaves an empty split of {len(order)}')
+  return order[:split], order[split:]
+
+
+def class_counts(labels: np.ndarray, indices: np.ndarray, num_classes: int) -> list[int]:
+  """How many of `indices` each class holds (logged for every search split)."""
+  return np.bincount(np.asarray(labels)[indices], minlength=num_classes).tolist()
 
 
 class Prefetcher:

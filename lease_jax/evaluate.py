@@ -161,15 +161,13 @@ def train_streams(config, info, train_source, test_source):
   test_transform = data.Transform('imagenet_eval' if cfg.augment == 'imagenet_train' else 'none',
                                   info.mean, info.std)
   workers = config.data.get('workers', 0)
-  train = data.BatchStream(train_source,
-                           np.arange(builders.num_train_examples(config, train_source)),
-                           cfg.batch_size,
-                           config.seed, train_transform, workers=workers)
+  train = data.BatchStream(train_source, builders.train_indices(config, train_source),
+                           cfg.batch_size, config.seed, train_transform, workers=workers)
   if test_source is None:
     raise data.DataError('the dataset has no test split (image folders need a test/ folder)')
-  indices = np.arange(len(test_source))
-  if cfg.get('test_examples', -1) > 0:
-    indices = indices[:cfg.test_examples]
+  # A class-balanced subset when truncated (test folders list class by class), in source order.
+  indices = np.sort(data.balanced_subset(test_source.labels, builders.split_seed(config),
+                                         cfg.get('test_examples', -1)))
   test = data.BatchStream(test_source, indices, cfg.eval_batch_size, 0, test_transform,
                           shuffle=False, workers=workers)
   return train, test
@@ -279,7 +277,7 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
       **last_test,
   }
   if is_chief:
-    search_space.write_json_atomic(os.path.join(workdir, 'summary.json'), summary, indent=1)
+    writers.write_json_atomic(os.path.join(workdir, 'summary.json'), summary, indent=1)
     writer.write_text_line(json.dumps(summary))
   writer.flush()
   writer.close()

@@ -11,34 +11,10 @@ line on stderr naming what is wrong, and exit status 2.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 
 from lease_jax import search_space
-
-
-def count_eval_params(genotype: search_space.Genotype, network: str, channels: int, layers: int,
-                      num_classes: int) -> tuple[int, int]:
-  """(all weights, weights without the auxiliary head) of an evaluation network.
-
-  Shapes only (`jax.eval_shape`): nothing is compiled or allocated.
-  """
-  import jax
-  import jax.numpy as jnp
-
-  from lease_jax.models import eval_network
-
-  if network == 'cifar':
-    model, size = eval_network.NetworkCIFAR(genotype, channels, num_classes, layers, True), 32
-  else:
-    model, size = eval_network.NetworkImageNet(genotype, channels, num_classes, layers, True), 224
-  key = jax.random.PRNGKey(0)
-  shapes = jax.eval_shape(functools.partial(model.init, train=True),
-                          {'params': key, 'dropout': key}, jnp.zeros((2, size, size, 3)))
-  params = shapes['params']
-  return (eval_network.count_params(params),
-          eval_network.count_params(params, exclude='auxiliary_head'))
 
 
 def _positive(value: str) -> int:
@@ -84,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
       if args.channels % 2 and args.network == 'imagenet':
         raise search_space.GenotypeError(f'--channels {args.channels}: the ImageNet stem halves '
                                          f'C, so it must be even')
-      total, no_aux = count_eval_params(genotype, args.network, args.channels, args.layers,
-                                        args.num_classes)
+      from lease_jax.models import eval_network
+      total, no_aux = eval_network.count_genotype_params(
+          genotype, args.network, args.channels, args.layers, args.num_classes)
       if args.json:
         print(json.dumps({'params': total, 'params_no_aux': no_aux}))
       else:

@@ -63,7 +63,8 @@ Batch = Mapping[str, Array]  # {'image': [B, H, W, C] (or [B, D]), 'label': [B] 
 
 MODES = ('exact', 'hvp', 'finite_difference', 'first_order')
 TARGETS = ('soft', 'label')
-AUDIENCE_INPUTS = ('product', 'saliency')
+STARTS = ('random', 'zero')
+AUDIENCE_INPUTS = ('product', 'saliency', 'normalized_saliency')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +77,10 @@ class ExplanationOptions:
     step_size: ξ_Δ, the ascent step on O_Δ (a raw-gradient step: O_Δ sums over the batch).
     target: 'soft' (the explainer's own prediction, the paper) or 'label' (official code).
     clip: project δ' onto the ε-box.
-    sign: take a sign step, detached (official code): then ∂δ'/∂E' = 0.
+    sign: take a sign step of `step_size · ε`, detached (the official code's, an FGSM step):
+      then ∂δ'/∂E' = 0.
+    start: δ0 'random' (U(-ε, ε), the paper) or 'zero' (then δ' is the input gradient itself,
+      a classic saliency map; with the soft target its gradient is exactly zero: refused).
   """
 
   epsilon: float | tuple[float, ...] = 8 / 255
@@ -84,10 +88,16 @@ class ExplanationOptions:
   target: str = 'soft'
   clip: bool = False
   sign: bool = False
+  start: str = 'random'
 
   def __post_init__(self):
     if self.target not in TARGETS:
       raise ValueError(f'explanation target {self.target!r}; accepted: {", ".join(TARGETS)}')
+    if self.start not in STARTS:
+      raise ValueError(f'explanation start {self.start!r}; accepted: {", ".join(STARTS)}')
+    if self.start == 'zero' and self.target == 'soft':
+      raise ValueError("explanation start 'zero' with target 'soft': the ascent gradient at "
+                       "δ0 = 0 is exactly zero, so δ' = 0; use start 'random' or target 'label'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +112,9 @@ class Problem:
     audience_tx: the audience's optimizer, likewise.
     explanation: `ExplanationOptions`.
     gamma: γ, the weight of the audience's validation loss. 0 removes stages 2-3 (DARTS-2nd).
-    audience_input: 'product' (`δ' ⊙ x`, the paper) or 'saliency' (`clip(|δ'|/ε, 0, 1) ⊙ x`).
+    audience_input: how the audience reweighs the pixels by the explanation (`importance`):
+      'product' (`δ' ⊙ x`, the paper), 'saliency' (`clip(|δ'|/ε, 0, 1) ⊙ x`) or
+      'normalized_saliency' (`|δ'| / max|δ'| ⊙ x`, the maximum over each example).
     fd_radius: the finite-difference radius numerator (`r = fd_radius / ‖v‖`, DARTS: 0.01).
   """
 
@@ -187,6 +199,14 @@ def random_start(key: Array, shape, epsilon, dtype=jnp.float32) -> Array:
   return jax.random.uniform(key, shape, dtype, -1.0, 1.0) * eps
 
 
+def explanation_start(key: Array, shape, explanation: ExplanationOptions,
+                      dtype=jnp.float32) -> Array:
+  """δ0 of Eq. 7: `random_start` or zeros (`explanation.start`)."""
+  if explanation.start == 'zero':
+    return jnp.zeros(shape, dtype)
+  return random_start(key, shape, explanation.epsilon, dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # The stages (Eqs. 6-9), each a pure function.
 
@@ -222,11 +242,13 @@ def _project(problem: Problem, delta_raw):
 def explanation_ascent(problem: Problem, E, A, images, labels, delta0):
   """The unprojected step of Eq. 7 (with the ascent sign): `δ0 + ξ_Δ ∇_δ O_Δ(δ0; E, A)`.
 
-  With `sign`, the step is `ξ_Δ sign(∇_δ O_Δ)`, detached (the official code's).
+  With `sign`, the step is `ξ_Δ ε sign(∇_δ O_Δ)` (ξ_Δ in units of ε), detached (the official
+  code's).
   """
   grad = jax.grad(explanation_objective, argnums=1)(problem, delta0, E, A, images, labels)
   if problem.explanation.sign:
-    grad = jax.lax.stop_gradient(jnp.sign(grad))
+    eps = jnp.asarray(problem.explanation.epsilon, grad.dtype)
+    grad = jax.lax.stop_gradient(eps * jnp.sign(grad))
   return delta0 + problem.explanation.step_size * grad
 
 
@@ -235,12 +257,30 @@ def explain(problem: Problem, E, A, images, labels, delta0):
   return _project(problem, explanation_ascent(problem, E, A, images, labels, delta0))
 
 
-def audience_input(problem: Problem, delta, images):
-  """What the audience learns from: `δ' ⊙ x` (or the ε-normalised saliency `|δ'|/ε ⊙ x`)."""
+def importance(problem: Problem, delta):
+  """The per-pixel weights m with which the audience sees an image, `a(δ', x) = m ⊙ x`.
+
+  The paper's intent (section 3): pixels perturbed more are more important, and the audience
+  reweighs the pixels by that importance.
+    product              m = δ'                      (the paper's Eq. 8, literally)
+    saliency             m = clip(|δ'| / ε, 0, 1)    (saturates where |δ'| ≥ ε)
+    normalized_saliency  m = |δ'| / max_example |δ'| (scale-free: in [0, 1], 1 at the most
+                                                      perturbed element of each example)
+  """
   if problem.audience_input == 'saliency':
     eps = jnp.asarray(problem.explanation.epsilon, delta.dtype)
-    return jnp.clip(jnp.abs(delta) / eps, 0.0, 1.0) * images
-  return delta * images
+    return jnp.clip(jnp.abs(delta) / eps, 0.0, 1.0)
+  if problem.audience_input == 'normalized_saliency':
+    magnitude = jnp.abs(delta)
+    axes = tuple(range(1, delta.ndim))
+    peak = jnp.max(magnitude, axis=axes, keepdims=True)
+    return magnitude / jnp.maximum(peak, jnp.finfo(delta.dtype).tiny)
+  return delta
+
+
+def audience_input(problem: Problem, delta, images):
+  """What the audience learns from: `a(δ', x) = importance(δ') ⊙ x` (Eq. 8's input)."""
+  return importance(problem, delta) * images
 
 
 def audience_train_loss(problem: Problem, W, delta, batch: Batch):
@@ -322,12 +362,13 @@ def _update_vjp(tx, grads, opt_state, params, cotangent):
 
 
 @_piece
-def _explanation_ascent(problem: Problem, E, A, images, labels, delta0):
+def ascent_step(problem: Problem, E, A, images, labels, delta0):
+  """`explanation_ascent` as its own program (the chain's and the real step's δ')."""
   return explanation_ascent(problem, E, A, images, labels, delta0)
 
 
 @_piece
-def _audience_inputs(problem: Problem, delta_raw, images):
+def audience_inputs(problem: Problem, delta_raw, images):
   """(δ' = P(δ_raw), the audience's input a(δ', x))."""
   delta = _project(problem, delta_raw)
   return delta, audience_input(problem, delta, images)
@@ -443,7 +484,7 @@ def hypergradient(mode: str, problem: Problem, *, E, A, W, explainer_state, audi
   if problem.has_audience and delta0 is None:
     if key is None:
       raise ValueError('hypergradient needs delta0 or a key to draw it')
-    delta0 = random_start(key, train['image'].shape, problem.explanation.epsilon,
+    delta0 = explanation_start(key, train['image'].shape, problem.explanation,
                           train['image'].dtype)
 
   if mode == 'exact':
@@ -460,8 +501,8 @@ def hypergradient(mode: str, problem: Problem, *, E, A, W, explainer_state, audi
              'explainer_val_acc': accuracy(val_logits, val['label'])}
   u_E = u_A = None
   if problem.has_audience:
-    delta_raw = _explanation_ascent(problem, E1, A, train['image'], train['label'], delta0)
-    delta, inputs = _audience_inputs(problem, delta_raw, train['image'])  # Eq. 7
+    delta_raw = ascent_step(problem, E1, A, train['image'], train['label'], delta0)
+    delta, inputs = audience_inputs(problem, delta_raw, train['image'])  # Eq. 7
     _, _, g_W = audience_grads(problem, W, inputs, train['label'])
     W1, _ = apply_update(problem.audience_tx, g_W, audience_state, W)  # Eq. 8
     a_loss, a_logits, v_W = audience_grads(problem, W1, val['image'], val['label'])

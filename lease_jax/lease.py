@@ -95,7 +95,7 @@ def _virtual_start(spec: SearchSpec, state: SearchState, images: jax.Array):
   if not spec.problem.has_audience:
     return None
   key, _ = step_keys(state)
-  return hg.random_start(key, images.shape, spec.problem.explanation.epsilon, images.dtype)
+  return hg.explanation_start(key, images.shape, spec.problem.explanation, images.dtype)
 
 
 def real_steps(spec: SearchSpec, state: SearchState, alpha_grad: PyTree, train: hg.Batch):
@@ -117,11 +117,10 @@ def real_steps(spec: SearchSpec, state: SearchState, alpha_grad: PyTree, train: 
   audience, audience_opt_state = state.audience, state.audience_opt_state
   if problem.has_audience:
     _, key = step_keys(state)
-    delta0 = hg.random_start(key, train['image'].shape, problem.explanation.epsilon,
-                             train['image'].dtype)
-    delta_raw = hg._explanation_ascent(problem, explainer, alphas, train['image'],
-                                       train['label'], delta0)
-    _, inputs = hg._audience_inputs(problem, delta_raw, train['image'])
+    delta0 = hg.explanation_start(key, train['image'].shape, problem.explanation,
+                                  train['image'].dtype)
+    delta_raw = hg.ascent_step(problem, explainer, alphas, train['image'], train['label'], delta0)
+    _, inputs = hg.audience_inputs(problem, delta_raw, train['image'])
     w_loss, w_logits, w_grad = hg.audience_grads(problem, audience, inputs, train['label'])
     audience, audience_opt_state = hg.apply_update(
         problem.audience_tx, optim.clip_by_global_norm(w_grad, spec.audience_clip),
@@ -171,6 +170,16 @@ def make_step(spec: SearchSpec, jit_whole: bool):
     jitted = jax.jit(functools.partial(search_step, spec, split_terms=True), donate_argnums=(0,))
     return lambda state, train, val, split_terms=True: jitted(state, train, val)
   return functools.partial(search_step, spec)
+
+
+def explain_batch(spec: SearchSpec, state: SearchState, images: jax.Array, labels: jax.Array):
+  """(δ', the audience's input a(δ', x)) of `images` at the state, as the next real step would
+  compute them (its δ0 key, the current E and A): what the explanation pictures show."""
+  problem = spec.problem
+  _, key = step_keys(state)
+  delta0 = hg.explanation_start(key, images.shape, problem.explanation, images.dtype)
+  delta_raw = hg.ascent_step(problem, state.explainer, state.alphas, images, labels, delta0)
+  return hg.audience_inputs(problem, delta_raw, images)
 
 
 def architecture_objective(spec: SearchSpec, state: SearchState, train: hg.Batch,

@@ -2,11 +2,17 @@
 
 `train_and_evaluate(config, workdir)` runs (or resumes) a search and writes to `workdir`:
 
-  genotype.json     the final genotype (DARTS's JSON form)
-  alphas.json       the final A: {"alphas_normal": [[8] x 14], "alphas_reduce": [...]}
-  summary.json      genotype, parameters of its CIFAR evaluation network, search time, metrics
-  history.jsonl     one line per epoch: step, genotype, A, the epoch's mean metrics
-  plots/            α heatmaps and cell drawings, per epoch and final (PNG; SVG and DOT cells)
+  genotype.json     the final cell (DARTS: DARTS's JSON genotype; NB201: {"arch": "|...|"})
+  alphas.json       the final A: {"alphas_normal": [[8] x 14], "alphas_reduce": [...]} (DARTS)
+                    or {"alphas": [[5] x 6]} (NB201)
+  summary.json      the cell, the split's class counts, search time, final metrics (the last
+                    epoch's explainer and audience validation accuracy), for DARTS the CIFAR
+                    evaluation network's parameters, with a benchmark table the looked-up values
+  history.jsonl     one line per epoch: step, cell, A, the epoch's mean metrics (and look-ups)
+  plots/            per epoch and final: α as deviation from uniform with the derived choice
+                    outlined, the cell drawings; `epochNNN_explanations.png` (images, δ', the
+                    audience's input); `alphas_trajectory.png`; `history.png` (accuracies,
+                    |∇_A| by term)
   log.txt, events.* the metrics, as text and as TensorBoard events
   checkpoints/      orbax checkpoints (every `checkpoint_every` steps and at each epoch's end)
   config.json       the run's config (a different config is refused in this workdir)
@@ -24,33 +30,14 @@ import time
 import jax
 import numpy as np
 
-from lease_jax import builders, checkpoint, data, lease, parallel, search_space, visualize
-from lease_jax import writers
-from lease_jax.models.explainer import ALPHA_KEYS
-
-
-def _genotype(state, steps: int, multiplier: int) -> search_space.Genotype:
-  alphas = jax.device_get(state.alphas)
-  return search_space.derive_genotype(np.asarray(alphas['alphas_normal']),
-                                      np.asarray(alphas['alphas_reduce']), steps, multiplier)
-
-
-def eval_network_params(genotype: search_space.Genotype, num_classes: int) -> dict[str, int]:
-  """Parameters of the genotype's DARTS CIFAR evaluation network (C=36, 20 cells)."""
-  from lease_jax.genotype_cli import count_eval_params
-  total, no_aux = count_eval_params(genotype, 'cifar', 36, 20, num_classes)
-  return {'params': total, 'params_no_aux': no_aux}
-
-
-def _format_genotype(genotype: search_space.Genotype) -> str:
-  cell = lambda edges: ' '.join(f'{op}<-{i}' for op, i in edges)
-  return f'normal [{cell(genotype.normal)}] reduce [{cell(genotype.reduce)}]'
+from lease_jax import builders, checkpoint, data, lease, parallel, spaces, visualize, writers
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs or resumes the search `config` describes in `workdir`; returns the summary."""
   started = time.time()
   builders.check_config(config)
+  table = spaces.benchmark_table(config)  # a bad table is refused before anything is compiled
   mesh = parallel.make_mesh(config)
   info, train_source, _ = data.load_sources(config.data)
   train, val = builders.search_streams(config, info, train_source)
@@ -74,13 +61,25 @@ def train_and_evaluate(config, workdir: str) -> dict:
   elapsed_before = history[-1]['elapsed_s'] if history else 0.0
   writer = writers.MetricWriter(workdir, just_logging=not is_chief)
   plots = os.path.join(workdir, 'plots')
+  split_counts = {name: data.class_counts(train_source.labels, stream.indices, info.num_classes)
+                  for name, stream in (('train', train), ('val', val))}
+  if is_chief:
+    line = (f'search split of {info.name}: train {len(train.indices)} examples, per class '
+            f'{split_counts["train"]}; val {len(val.indices)}, per class {split_counts["val"]}')
+    print(line, flush=True)
+    writer.write_text_line(line)
   if resumed:
     print(f'resuming {workdir} from step {start}', flush=True)
     writer.write_text_line(f'resumed at step {start}')
-  steps, multiplier = config.explainer.steps, config.explainer.multiplier
+  space = search.space
 
   step_fn = lease.make_step(search.spec, config.search.jit_whole_step)
   process = (jax.process_index(), jax.process_count())
+  # A fixed batch of clean validation images (the training batch's shape: the explanation
+  # programs are the ones the search step compiled) for the per-epoch explanation pictures.
+  pictured = data.BatchStream(train_source, val.indices[:val.batch_size], val.batch_size, 0,
+                              data.Transform('none', info.mean, info.std),
+                              shuffle=False).batch(0, *process)
   prefetch = data.Prefetcher(lambda s: (train.batch(s, *process), val.batch(s, *process)), start)
   averager, epoch_averager = writers.Averager(), writers.Averager()
   progress = writers.progress_bar(total_steps, start, is_chief, 'search')
@@ -103,23 +102,32 @@ def train_and_evaluate(config, workdir: str) -> dict:
       progress.update(1)
       if epoch_end:
         epoch = (step + 1) // steps_per_epoch
-        genotype = _genotype(state, steps, multiplier)
+        genotype = space.derive(state.alphas)
         alphas = jax.device_get(state.alphas)
         entry = {'epoch': epoch, 'step': step + 1,
                  'elapsed_s': elapsed_before + time.time() - started,
                  'genotype': genotype.to_json_dict(),
-                 'alphas': {k: np.asarray(alphas[k]).tolist() for k in ALPHA_KEYS},
+                 'alphas': {k: np.asarray(alphas[k]).tolist() for k in space.alpha_names},
                  'metrics': epoch_averager.read()}
+        benchmark = spaces.look_up(table, genotype)
+        if benchmark is not None:
+          entry['benchmark'] = benchmark
+          writer.write_scalars(step + 1, {f'benchmark/{k}': v for k, v in benchmark.items()})
         history.append(entry)
         ckpt.save(step + 1, state)
+        if search.spec.problem.has_audience:
+          _draw_explanations(search.spec, state, pictured, mesh, info, is_chief,
+                             os.path.join(plots, f'epoch{epoch:03d}_explanations.png'),
+                             f'epoch {epoch}: explanations of fixed validation images')
         if is_chief:
           checkpoint.write_jsonl(history_path, history)
-          _write_outputs(workdir, state, genotype)
-          prefix = f'epoch{epoch:03d}_'
-          visualize.draw_alphas(alphas['alphas_normal'], alphas['alphas_reduce'],
-                                os.path.join(plots, f'{prefix}alphas.png'), f'epoch {epoch}')
-          visualize.draw_genotype(genotype, plots, prefix)
-          writer.write_texts(step + 1, {'genotype': genotype.to_json()})
+          space.save(workdir, alphas, genotype)
+          space.draw(alphas, genotype, plots, f'epoch{epoch:03d}_', f'epoch {epoch}')
+          visualize.draw_alpha_trajectory(history, os.path.join(plots, 'alphas_trajectory.png'),
+                                          row_labels=space.row_labels, ops=space.ops)
+          visualize.draw_history(history, os.path.join(plots, 'history.png'),
+                                 f'{info.name}: search history')
+          writer.write_texts(step + 1, {'genotype': space.describe(genotype)})
           m = entry['metrics']
           progress.write(
               f'epoch {epoch}/{config.search.epochs} step {step + 1}: explainer train '
@@ -129,7 +137,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
               f'{m.get("explainer_val_acc", np.nan):.3f}; audience val '
               f'{m.get("audience_val_loss", np.nan):.3f} / '
               f'{m.get("audience_val_acc", np.nan):.3f}; |grad A| '
-              f'{m.get("alpha_grad_norm", np.nan):.3g} | {_format_genotype(genotype)}')
+              f'{m.get("alpha_grad_norm", np.nan):.3g} | {space.describe(genotype)}'
+              + (f' | benchmark {benchmark}' if benchmark is not None else ''))
       elif (step + 1) % config.search.checkpoint_every == 0:
         ckpt.save(step + 1, state)
   finally:
@@ -138,30 +147,42 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   finished = int(state.step) >= total_steps
   ckpt.finish(state)
-  genotype = _genotype(state, steps, multiplier)
+  genotype = space.derive(state.alphas)
   summary = {
       'genotype': genotype.to_json_dict(),
       'finished': finished, 'step': int(state.step), 'total_steps': total_steps,
-      'epochs': config.search.epochs, 'dataset': info.name, 'mode': config.search.mode,
-      'gamma': config.search.gamma,
+      'epochs': config.search.epochs, 'dataset': info.name, 'space': space.name,
+      'mode': config.search.mode,
+      'gamma': config.search.gamma, 'split_class_counts': split_counts,
       'search_time_s': elapsed_before + time.time() - started,
       'final_metrics': history[-1]['metrics'] if history else {},
-      'cifar_eval_network': eval_network_params(genotype, info.num_classes),
+      # Means over the last epoch's validation batches (the whole val half, once) of the
+      # look-ahead weights E', W'.
+      'final_explainer_val_acc': history[-1]['metrics'].get('explainer_val_acc') if history
+                                 else None,
+      'final_audience_val_acc': history[-1]['metrics'].get('audience_val_acc') if history
+                                else None,
+      **space.summary(genotype, info.num_classes),
   }
+  if table is not None:
+    summary['benchmark'] = spaces.look_up(table, genotype)
   if is_chief:
-    _write_outputs(workdir, state, genotype)
-    alphas = jax.device_get(state.alphas)
-    visualize.draw_alphas(alphas['alphas_normal'], alphas['alphas_reduce'],
-                          os.path.join(plots, 'alphas.png'), 'final')
-    visualize.draw_genotype(genotype, plots)
-    search_space.write_json_atomic(os.path.join(workdir, 'summary.json'), summary, indent=1)
+    space.save(workdir, state.alphas, genotype)
+    space.draw(state.alphas, genotype, plots, '', 'final')
+    writers.write_json_atomic(os.path.join(workdir, 'summary.json'), summary, indent=1)
   writer.flush()
   writer.close()
   return summary
 
 
-def _write_outputs(workdir, state, genotype):
-  alphas = jax.device_get(state.alphas)
-  search_space.save_genotype(os.path.join(workdir, 'genotype.json'), genotype)
-  search_space.save_alphas(os.path.join(workdir, 'alphas.json'), alphas['alphas_normal'],
-                           alphas['alphas_reduce'])
+def _draw_explanations(spec, state, batch, mesh, info, is_chief, path, title, count=6):
+  """`plots/epochNNN_explanations.png`: the image, δ' and the audience's input."""
+  inputs = parallel.shard_batch(batch, mesh)
+  delta, seen = lease.explain_batch(spec, state, inputs['image'], inputs['label'])
+  arrays = (inputs['image'], delta, seen)
+  if jax.process_count() > 1:  # every process takes part in the gather
+    from jax.experimental import multihost_utils
+    arrays = multihost_utils.process_allgather(arrays, tiled=True)
+  if is_chief:
+    images, delta, seen = (np.asarray(jax.device_get(a))[:count] for a in arrays)
+    visualize.draw_explanations(images, delta, seen, info.mean, info.std, path, title)

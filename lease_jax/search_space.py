@@ -18,6 +18,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from lease_jax import writers
+
 PRIMITIVES = (
     'none',
     'max_pool_3x3',
@@ -211,7 +213,7 @@ def steps_of(alphas: np.ndarray) -> int:
 
 
 def save_alphas(path: str, alphas_normal, alphas_reduce) -> None:
-  write_json_atomic(path, {'alphas_normal': np.asarray(alphas_normal, np.float64).tolist(),
+  writers.write_json_atomic(path, {'alphas_normal': np.asarray(alphas_normal, np.float64).tolist(),
                      'alphas_reduce': np.asarray(alphas_reduce, np.float64).tolist()})
 
 
@@ -274,15 +276,6 @@ def _read_json(path: str) -> Any:
     raise GenotypeError(f'{path}: not valid JSON ({e})') from None
 
 
-def write_json_atomic(path: str, data: Any, **dump_options) -> None:
-  """Writes JSON atomically (temp file + rename) so a crash never leaves half a file."""
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(data, f, **dump_options)
-    f.write('\n')
-  os.replace(tmp, path)
-
-
 def load_genotype(name_or_path: str) -> Genotype:
   """A registry name (e.g. `DARTS_V2`) or the path of a genotype JSON file."""
   if name_or_path in GENOTYPES:
@@ -294,4 +287,78 @@ def load_genotype(name_or_path: str) -> Genotype:
 
 
 def save_genotype(path: str, genotype: Genotype) -> None:
-  write_json_atomic(path, genotype.to_json_dict())
+  writers.write_json_atomic(path, genotype.to_json_dict())
+
+
+# ---------------------------------------------------------------------------------------------
+# NAS-Bench-201 (Dong & Yang, ICLR 2020): a second, separate space.
+#
+# One cell of 4 nodes; node i = Σ_{j<i} o_{j→i}(node j); 6 edges, each one of 5 operations. α is
+# one [6, 5] array shared by every cell, rows in the reference code's edge order (its sorted
+# '1<-0', '2<-0', '2<-1', '3<-0', '3<-1', '3<-2'), columns in `NB201_OPS` order. An architecture
+# is written as NB201's string `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|` (node by node, `op~j` the
+# edge from node j) and is derived per edge as the strongest operation, `none` included.
+
+NB201_OPS = ('none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3')
+NB201_NODES = 4
+NB201_EDGES = tuple((i, j) for i in range(1, NB201_NODES) for j in range(i))  # (node, source)
+
+
+@dataclasses.dataclass(frozen=True)
+class Nb201Arch:
+  """An NB201 cell: one operation per edge, in `NB201_EDGES` order."""
+
+  ops: tuple[str, ...]
+
+  def __post_init__(self):
+    if len(self.ops) != len(NB201_EDGES):
+      raise GenotypeError(f'an NB201 cell has {len(NB201_EDGES)} edges, got {len(self.ops)}')
+    bad = [op for op in self.ops if op not in NB201_OPS]
+    if bad:
+      raise GenotypeError(f'NB201 operations {bad}; accepted: {", ".join(NB201_OPS)}')
+
+  def to_string(self) -> str:
+    """NB201's arch string, e.g. `|nor_conv_3x3~0|+|none~0|skip_connect~1|+|...~2|`."""
+    nodes = []
+    for node in range(1, NB201_NODES):
+      edges = [f'{op}~{j}' for (i, j), op in zip(NB201_EDGES, self.ops) if i == node]
+      nodes.append('|' + '|'.join(edges) + '|')
+    return '+'.join(nodes)
+
+  @classmethod
+  def from_string(cls, text: str) -> 'Nb201Arch':
+    """Parses an arch string; a malformed one is a `GenotypeError` naming what is wrong."""
+    form = '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'
+    text = str(text).strip()
+    nodes = text.split('+')
+    if len(nodes) != NB201_NODES - 1:
+      raise GenotypeError(f'NB201 arch string {text!r} has {len(nodes)} nodes; expected '
+                          f'{NB201_NODES - 1}, as {form}')
+    ops = []
+    for node, part in enumerate(nodes, start=1):
+      if not (part.startswith('|') and part.endswith('|')):
+        raise GenotypeError(f'NB201 arch string {text!r}: node {node} is {part!r}; expected '
+                            f'|op~j|... as {form}')
+      edges = part[1:-1].split('|')
+      if len(edges) != node:
+        raise GenotypeError(f'NB201 arch string {text!r}: node {node} has {len(edges)} '
+                            f'edges; expected {node}, as {form}')
+      for j, edge in enumerate(edges):
+        op, sep, source = edge.rpartition('~')
+        if not sep or source != str(j):
+          raise GenotypeError(f'NB201 arch string {text!r}: edge {edge!r} of node {node} '
+                              f'must read op~{j}')
+        ops.append(op)
+    return cls(tuple(ops))
+
+  def to_json_dict(self) -> dict[str, Any]:
+    return {'space': 'nb201', 'arch': self.to_string()}
+
+
+def derive_nb201(alphas: np.ndarray) -> Nb201Arch:
+  """Per edge the operation of largest α (softmax is monotone), `none` included."""
+  alphas = np.asarray(alphas)
+  if alphas.shape != (len(NB201_EDGES), len(NB201_OPS)):
+    raise GenotypeError(f'NB201 α has shape {alphas.shape}; expected '
+                        f'{(len(NB201_EDGES), len(NB201_OPS))}')
+  return Nb201Arch(tuple(NB201_OPS[k] for k in np.argmax(alphas, axis=1)))

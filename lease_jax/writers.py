@@ -8,10 +8,11 @@ a multi-host run writes (`just_logging` elsewhere).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -107,3 +108,12 @@ def progress_bar(total: int, initial: int, enabled: bool, desc: str):
   from tqdm import tqdm
   return tqdm(total=total, initial=initial, desc=desc, unit='step', dynamic_ncols=True,
               smoothing=0.1)
+
+
+def write_json_atomic(path: str, data: Any, **dump_options) -> None:
+  """Writes JSON atomically (temp file + rename) so a crash never leaves half a file."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(data, f, **dump_options)
+    f.write('\n')
+  os.replace(tmp, path)

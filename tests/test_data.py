@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from lease_jax import data
+from lease_jax import builders, data
 from lease_jax.configs import default
 
 
@@ -16,12 +16,50 @@ def _stream(n=40, batch=8, seed=3, kind='crop_flip', shuffle=True):
   return data.BatchStream(source, np.arange(n), batch, seed, transform, shuffle=shuffle)
 
 
+def _assert_balanced(labels, indices, num_classes):
+  """Every class within ±1 of its proportional count in `indices`."""
+  counts = np.bincount(labels[indices], minlength=num_classes)
+  expected = len(indices) * np.bincount(labels, minlength=num_classes) / len(labels)
+  assert np.all(np.abs(counts - expected) <= 1), (counts, expected)
+
+
 def test_search_split_halves_the_training_set():
-  train, val = data.search_split(50_000, 0.5)
+  labels = np.arange(50_000) % 10
+  train, val = data.search_split(labels, 0.5, seed=0)
   assert len(train) == len(val) == 25_000
   assert not set(train) & set(val) and len(set(train) | set(val)) == 50_000
   with pytest.raises(data.DataError, match='train_portion'):
-    data.search_split(100, 1.0)
+    data.search_split(labels[:100], 1.0, seed=0)
+
+
+@pytest.mark.parametrize('sizes', [(25, 25, 25, 25), (40, 7, 23, 1, 9)])
+def test_split_and_truncations_are_class_balanced_on_class_sorted_labels(sizes):
+  # An image folder lists its files class by class: the split must not follow that order.
+  labels = np.repeat(np.arange(len(sizes)), sizes)
+  k = len(sizes)
+  for limit in (-1, 10, 33, 50, len(labels) - 1):
+    for portion in (0.5, 0.3):
+      train, val = data.search_split(labels, portion, seed=7, limit=limit)
+      subset = np.concatenate([train, val])
+      assert len(np.unique(subset)) == len(subset)
+      _assert_balanced(labels, subset, k)
+      # each half, against the subset it was split from
+      for half in (train, val):
+        counts = np.bincount(labels[half], minlength=k)
+        expected = len(half) * np.bincount(labels[subset], minlength=k) / len(subset)
+        assert np.all(np.abs(counts - expected) <= 1), (limit, portion, counts, expected)
+  for limit in range(1, len(labels) + 1, 7):  # every prefix of the order is balanced
+    _assert_balanced(labels, data.balanced_subset(labels, 3, limit), k)
+
+
+def test_split_is_a_pure_function_of_labels_and_seed():
+  labels = np.repeat(np.arange(4), 30)
+  first = data.search_split(labels, 0.5, seed=1, limit=60)
+  again = data.search_split(labels.copy(), 0.5, seed=1, limit=60)  # another process, a resume
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a, b)
+  other = data.search_split(labels, 0.5, seed=2, limit=60)
+  assert not np.array_equal(first[0], other[0])
 
 
 def test_batches_are_a_function_of_seed_and_step():
@@ -98,6 +136,14 @@ def test_image_folder_source(tmp_path):
   assert info.num_classes == 2 and info.image_shape == (6, 6, 3)
   assert len(train) == 6 and len(test) == 2
   assert [int(train[i][1]) for i in range(6)] == [0, 0, 0, 1, 1, 1]  # 'ant' < 'cat'
+  np.testing.assert_array_equal(train.labels, [0, 0, 0, 1, 1, 1])
+  config_all = default.get_config()
+  config_all.data = config
+  config_all.search.batch_size = 1
+  search_train, search_val = builders.search_streams(config_all, info, train)
+  assert sorted(train.labels[search_train.indices]) == [0, 1, 1] or \
+      sorted(train.labels[search_train.indices]) == [0, 0, 1]
+  assert set(train.labels[search_val.indices]) == {0, 1}  # both classes in both halves
   (tmp_path / 'train' / 'ant' / '0.png').write_bytes(b'not a png')
   with pytest.raises(data.DataError, match='cannot decode image'):
     train[0]
@@ -110,6 +156,8 @@ def test_tfds_source_without_tensorflow():
   with tfds.testing.mock_data(num_examples=12):
     info, train, test = data.load_sources(config)
     image, label = train[0]
+    labels = train.labels
+  assert labels.shape == (12,) and labels[0] == label
   assert info.num_classes == 10 and len(train) == 12
   assert image.shape == (32, 32, 3) and image.dtype == np.uint8 and 0 <= label < 10
 

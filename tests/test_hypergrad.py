@@ -102,6 +102,9 @@ OPTION_SETS = {
     'label_target_clip': dict(explanation=hg.ExplanationOptions(
         epsilon=0.3, step_size=2.0, target='label', clip=True)),
     'saliency': dict(audience_input='saliency'),
+    'normalized_saliency_label': dict(audience_input='normalized_saliency',
+                                      explanation=hg.ExplanationOptions(
+                                          epsilon=0.3, step_size=2.0, target='label')),
     'gamma_half': dict(gamma=0.5),
 }
 

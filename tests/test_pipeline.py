@@ -61,7 +61,9 @@ def test_search_writes_every_output(uninterrupted):
   workdir = uninterrupted
   for name in ('genotype.json', 'alphas.json', 'summary.json', 'history.jsonl', 'log.txt',
                'config.json', 'plots/alphas.png', 'plots/normal.png', 'plots/reduction.png',
-               'plots/epoch001_alphas.png', 'plots/epoch002_normal.png'):
+               'plots/epoch001_alphas.png', 'plots/epoch002_normal.png',
+               'plots/epoch001_explanations.png', 'plots/epoch002_explanations.png',
+               'plots/alphas_trajectory.png', 'plots/history.png'):
     assert (workdir / name).exists(), name
   assert any(n.startswith('events.out.tfevents') for n in os.listdir(workdir))
   genotype = search_space.load_genotype(str(workdir / 'genotype.json'))
@@ -73,7 +75,34 @@ def test_search_writes_every_output(uninterrupted):
   assert [h['epoch'] for h in history] == [1, 2]
   assert history[-1]['genotype'] == genotype.to_json_dict()
   assert summary['cifar_eval_network']['params'] > summary['cifar_eval_network']['params_no_aux']
+  assert summary['final_audience_val_acc'] == history[-1]['metrics']['audience_val_acc']
+  # the split: every class in both halves (tiny: 48 digits, 24 + 24), logged and summarised
+  counts = summary['split_class_counts']
+  assert sum(counts['train']) == sum(counts['val']) == 24
+  assert min(counts['train']) >= 2 and min(counts['val']) >= 2
+  assert f"per class {counts['train']}" in (workdir / 'log.txt').read_text()
   assert os.listdir(workdir / 'checkpoints')
+
+
+@pytest.mark.parametrize('name', ['lease_paper_literal', 'lease_official_code'])
+def test_named_explanation_configs_run(tmp_path, env, name):
+  from lease_jax import cli_utils
+  workdir = tmp_path / name
+  # the named config's explanation settings on tiny's sizes
+  sizes = ('--config.data.max_examples=48', '--config.search.batch_size=8',
+           '--config.explainer.channels=4', '--config.explainer.layers=1',
+           '--config.explainer.impl=xla', '--config.audience.width=4',
+           '--config.search.max_steps=2', '--config.search.checkpoint_every=2')
+  _cli('main', f'--config={cli_utils.config_path(name)}', f'--workdir={workdir}', *sizes,
+       env=env)
+  summary = json.loads((workdir / 'summary.json').read_text())
+  assert summary['step'] == 2
+  config = json.loads((workdir / 'config.json').read_text())
+  if name == 'lease_official_code':
+    assert config['explanation']['sign'] and config['explanation']['target'] == 'label'
+  else:
+    assert config['explanation']['target'] == 'soft'
+    assert config['explanation']['audience_input'] == 'product'
 
 
 def test_killed_search_resumes_bitwise(uninterrupted, tmp_path, env):

@@ -13,6 +13,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 2
+  config.space = 'darts'          # 'darts' | 'nb201' (NAS-Bench-201; configs/nb201_*.py)
 
   # Data. source: 'packaged' (digits, offline) | 'image_folder' | 'tfds'.
   config.data = ml_collections.ConfigDict(dict(
@@ -20,7 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
       name='digits',
       data_dir='',
       train_portion=0.5,        # DARTS: half of the training set searches, half validates
-      max_examples=-1,          # use only the first N training examples (-1: all)
+      max_examples=-1,          # use a class-balanced N of the training examples (-1: all)
+      split_seed=0,             # seeds the class-stratified order behind the split and subsets
       augment='crop',           # 'none' | 'crop' | 'crop_flip' (digits are not flip-invariant)
       padding=1,                # random-crop padding (4 for CIFAR)
       workers=0,                # threads decoding a batch (image folders, ImageNet)
@@ -78,12 +80,20 @@ def get_config() -> ml_collections.ConfigDict:
   # Explanations (Eq. 7).
   config.explanation = ml_collections.ConfigDict(dict(
       epsilon_pixels=8 / 255,   # ε in pixel units; divided by each channel's std
-      step_size=1.0,            # ξ_Δ, the raw-gradient ascent step on O_Δ (a sum over the batch)
+      step_size=1.0,            # ξ_Δ: the raw-gradient ascent step on O_Δ (a sum over the
+                                # batch); with `sign`, the step in units of ε
       target='soft',            # 'soft' (paper) | 'label' (official code)
       clip=False,               # project δ' onto the ε-box
       sign=False,               # detached sign step (official code): no audience hypergradient
-      audience_input='product',  # 'product' (δ' ⊙ x, paper) | 'saliency' (clip(|δ'|/ε) ⊙ x)
+      start='random',           # δ0: 'random' (U(-ε, ε), paper) | 'zero' (needs target 'label')
+      # How the audience reweighs pixels by δ': 'product' (δ' ⊙ x, paper) | 'saliency'
+      # (clip(|δ'|/ε, 0, 1) ⊙ x) | 'normalized_saliency' (|δ'|/max|δ'| ⊙ x, per example)
+      audience_input='product',
   ))
+
+  # NAS-Bench-201 look-ups: a CSV with a column `arch` (NB201 strings) and numeric columns;
+  # every epoch logs the current cell's values (space 'nb201' only).
+  config.benchmark = ml_collections.ConfigDict(dict(table=''))
 
   config.hypergrad = ml_collections.ConfigDict(dict(
       fd_radius=0.01,           # finite differences: r = fd_radius / ‖v‖ (DARTS)
@@ -114,7 +124,7 @@ def get_config() -> ml_collections.ConfigDict:
       label_smoothing=0.0,
       impl='auto',
       eval_every_epochs=1,
-      test_examples=-1,         # evaluate on the first N test examples (-1: all)
+      test_examples=-1,         # evaluate on a class-balanced N of the test examples (-1: all)
       log_every=20,
       checkpoint_every=500,
       keep_checkpoints=2,

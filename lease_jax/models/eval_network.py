@@ -13,6 +13,7 @@ without the auxiliary head.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -158,3 +159,20 @@ def count_params(params, exclude: str | None = None) -> int:
   leaves = jax.tree_util.tree_leaves_with_path(params)
   return int(sum(leaf.size for path, leaf in leaves
                  if exclude is None or exclude not in jax.tree_util.keystr(path)))
+
+
+def count_genotype_params(genotype: Genotype, network: str, channels: int, layers: int,
+                          num_classes: int) -> tuple[int, int]:
+  """(all weights, weights without the auxiliary head) of an evaluation network.
+
+  Shapes only (`jax.eval_shape`): nothing is compiled or allocated.
+  """
+  if network == 'cifar':
+    model, size = NetworkCIFAR(genotype, channels, num_classes, layers, True), 32
+  else:
+    model, size = NetworkImageNet(genotype, channels, num_classes, layers, True), 224
+  key = jax.random.PRNGKey(0)
+  shapes = jax.eval_shape(functools.partial(model.init, train=True),
+                          {'params': key, 'dropout': key}, jnp.zeros((2, size, size, 3)))
+  params = shapes['params']
+  return count_params(params), count_params(params, exclude='auxiliary_head')

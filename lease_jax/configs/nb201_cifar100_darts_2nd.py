@@ -1,0 +1,13 @@
+"""nb201_cifar10_darts_2nd.py on CIFAR-100.
+
+  lease-search --config=configs/nb201_cifar100_darts_2nd.py --workdir=runs/nb201_c100_darts_2nd \
+      --config.data.data_dir=~/tensorflow_datasets
+"""
+
+from lease_jax.configs import nb201_cifar10_darts_2nd
+
+
+def get_config():
+  config = nb201_cifar10_darts_2nd.get_config()
+  config.data.name = 'cifar100'
+  return config
