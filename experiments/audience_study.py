@@ -31,8 +31,9 @@ Measured per setting (the last quarter of the steps, or at the final state):
   saturated                the fraction of elements at ≥ 99% of their example's max |m| (a
                            saturated map ≈ 1 everywhere lets the audience see the clean image)
 
-Each (dataset, setting) result is its own JSON file under `<workdir>/rows/`: a rerun skips what is
-finished, so the study resumes after an interruption. `--report` (also run at the end) writes
+Each (dataset, setting) runs in its own process (a process that compiles every setting's programs
+runs out of memory maps) and writes its own JSON file under `<workdir>/rows/`: a rerun skips
+what is finished, so the study resumes after an interruption. `--report` (also run at the end) writes
 `audience_study.md`, `.csv` and `.png` from every finished row.
 """
 
@@ -43,6 +44,7 @@ import csv
 import functools
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -293,13 +295,24 @@ def main(argv=None) -> int:
   parser.add_argument('--eval_examples', type=int, default=1000)
   parser.add_argument('--settings', default='', help='comma-separated subset of the settings')
   parser.add_argument('--report', action='store_true', help='only write the report')
+  parser.add_argument('--one', default='', help=argparse.SUPPRESS)  # a child: one setting
   args = parser.parse_args(argv)
-  from lease_jax import cli_utils
-  cli_utils.setup_jax()
   if args.report:
     report(args.workdir)
     return 0
   steps = args.steps or (200 if args.dataset == 'digits' else 300)
+  if args.one:
+    from lease_jax import cli_utils
+    cli_utils.setup_jax()
+    path = os.path.join(args.workdir, 'rows', f'{args.dataset}__{args.one}.json')
+    row = run_setting(args.dataset, args.one, args.data_dir, steps, args.eval_examples)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+      json.dump(row, f, indent=1)
+    os.replace(tmp, path)
+    print(f'{args.dataset} {args.one}: ' + ', '.join(
+        f'{k} {v:.3f}' for k, v in row.items() if isinstance(v, float)), flush=True)
+    return 0
   names = [CONTROL] + (args.settings.split(',') if args.settings else list(SETTINGS))
   unknown = [n for n in names if n != CONTROL and n not in SETTINGS]
   if unknown:
@@ -312,13 +325,12 @@ def main(argv=None) -> int:
       print(f'{args.dataset} {name}: finished, skipped', flush=True)
       continue
     print(f'{args.dataset} {name}: running {steps} steps', flush=True)
-    row = run_setting(args.dataset, name, args.data_dir, steps, args.eval_examples)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(row, f, indent=1)
-    os.replace(tmp, path)
-    print(f'{args.dataset} {name}: ' + ', '.join(
-        f'{k} {v:.3f}' for k, v in row.items() if isinstance(v, float)), flush=True)
+    child = subprocess.run([sys.executable, os.path.abspath(__file__), f'--one={name}',
+                            f'--dataset={args.dataset}', f'--data_dir={args.data_dir}',
+                            f'--steps={steps}', f'--eval_examples={args.eval_examples}',
+                            f'--workdir={args.workdir}'])
+    if child.returncode:
+      print(f'{args.dataset} {name}: failed (exit {child.returncode})', flush=True)
   report(args.workdir)
   return 0
 

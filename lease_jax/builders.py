@@ -50,6 +50,14 @@ def _at_least(config, field: str, minimum) -> None:
     raise cli_utils.UserError(f'{field} = {value}; must be >= {minimum}')
 
 
+def _positive(config, field: str) -> None:
+  value = config
+  for key in field.split('.'):
+    value = value[key]
+  if not value > 0:
+    raise cli_utils.UserError(f'{field} = {value}; must be > 0')
+
+
 def check_config(config) -> None:
   """Rejects a config value that cannot work, naming the field and what is accepted, before
   anything is built or written."""
@@ -61,6 +69,7 @@ def check_config(config) -> None:
   _at_least(config, 'parallel.num_devices', 0)
   _at_least(config, 'seed', 0)
   _at_least(config, 'data.split_seed', 0)
+  _at_least(config, 'data.padding', 0)
   if 'search' in config:
     _choice(config, 'search.mode', hypergrad.MODES)
     _choice(config, 'explanation.target', hypergrad.TARGETS)
@@ -74,16 +83,24 @@ def check_config(config) -> None:
     for field in ('search.gamma', 'explanation.epsilon_pixels', 'hypergrad.fd_radius'):
       _at_least(config, field, 0)
     for field in ('search.epochs', 'search.batch_size', 'explainer.channels',
-                  'explainer.layers', 'audience.width'):
+                  'explainer.layers', 'audience.width', 'search.keep_checkpoints',
+                  'search.checkpoint_every', 'explainer.steps'):
       _at_least(config, field, 1)
+    for field in ('explainer.learning_rate', 'audience.learning_rate', 'arch.learning_rate'):
+      _positive(config, field)
+    for field in ('explainer.learning_rate_min', 'audience.learning_rate_min'):
+      _at_least(config, field, 0)
   if 'train' in config:
     _choice(config, 'train.network', ('cifar', 'imagenet'))
     _choice(config, 'train.lr_schedule', ('cosine', 'exponential'))
     _choice(config, 'train.augment', data.Transform.KINDS)
     _choice(config, 'train.impl', kernels.IMPLS)
     for field in ('train.epochs', 'train.batch_size', 'train.eval_batch_size',
-                  'train.channels', 'train.layers'):
+                  'train.channels', 'train.layers', 'train.keep_checkpoints',
+                  'train.checkpoint_every'):
       _at_least(config, field, 1)
+    _positive(config, 'train.learning_rate')
+    _at_least(config, 'train.learning_rate_min', 0)
 
 
 def epsilon(config, info: data.DatasetInfo) -> tuple[float, ...]:

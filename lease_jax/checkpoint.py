@@ -13,6 +13,8 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from lease_jax import writers
@@ -28,6 +30,24 @@ RESUMABLE_FIELDS = ('search.max_steps', 'search.log_every', 'search.checkpoint_e
 
 class CheckpointError(RuntimeError):
   """A checkpoint or workdir that cannot be used; the message says why and what to do."""
+
+
+class NonFiniteError(RuntimeError):
+  """A NaN or Inf in a run's metrics or state: the run stops before saving it (exit status 3)."""
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
+
+
+def check_finite_metrics(step: int, metrics: dict, hint: str = '') -> None:
+  """Raises `NonFiniteError` naming the first non-finite metric of a step (one host sync)."""
+  values = jax.device_get(metrics)
+  for key in sorted(values):
+    if not np.all(np.isfinite(values[key])):
+      raise NonFiniteError(f'non-finite {key} at step {step}{hint}')
 
 
 def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
@@ -55,6 +75,7 @@ class Checkpointer:
     self.workdir = workdir
     self.directory = os.path.abspath(os.path.join(workdir, subdir))
     self._check_config(config_dict)
+    self.extra: dict = {}  # the restored checkpoint's `extra` ({} for a fresh run)
     self.manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
@@ -89,26 +110,37 @@ class Checkpointer:
       return init_state, False
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, init_state)
     try:
-      restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), extra=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types for a damaged or foreign checkpoint
       raise CheckpointError(
           f'checkpoint {os.path.join(self.directory, str(step))} cannot be restored '
           f'({type(e).__name__}: {str(e).splitlines()[0][:200]}); move it aside to resume '
           f'from an earlier one, or use a new --workdir') from None
-    return restored, True
+    self.extra = dict(restored['extra'] or {})
+    return restored['state'], True
 
-  def save(self, step: int, state: Any, force: bool = False) -> None:
+  def save(self, step: int, state: Any, force: bool = False, extra: dict | None = None) -> None:
+    """Saves `state` as `step`, with `extra` (JSON: e.g. the running metric sums of an epoch,
+    so that a resumed run's epoch means equal an uninterrupted run's). A state holding a NaN or
+    Inf is never saved (`NonFiniteError`)."""
     if step in (self.manager.all_steps() or []):
       return
-    self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+    if not bool(_all_finite(state)):
+      raise NonFiniteError(f'non-finite weights or optimizer state at step {step} (not saved)')
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra or {})), force=force)
 
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
 
-  def finish(self, state: Any) -> None:
+  def last_saved_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def finish(self, state: Any, extra: dict | None = None) -> None:
     """Saves the final (or stopped) state, waits for every save to land, and closes."""
-    self.save(int(state.step), state, force=True)
+    self.save(int(state.step), state, force=True, extra=extra)
     self.close()
 
 

@@ -68,7 +68,8 @@ def _user_error_types():
 
 class one_line_errors:
   """Reports bad input (data, genotype, checkpoint, config value errors) as one stderr line and
-  exits with status 2; anything else is a bug and keeps its traceback."""
+  exits with status 2, a diverged run (NaN or Inf) as one line with status 3; anything else is a
+  bug and keeps its traceback."""
 
   def __init__(self, prog: str):
     self.prog = prog
@@ -77,6 +78,11 @@ class one_line_errors:
     return self
 
   def __exit__(self, kind, error, tb):
+    from lease_jax import checkpoint
+    if isinstance(error, checkpoint.NonFiniteError):
+      print(f'{self.prog}: stopped: {error}; the last good checkpoint and outputs are kept',
+            file=sys.stderr)
+      sys.exit(3)
     if error is not None and isinstance(error, _user_error_types()):
       print(f'{self.prog}: error: {error}', file=sys.stderr)
       sys.exit(2)

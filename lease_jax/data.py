@@ -109,6 +109,13 @@ class ImageFolderSource:
     if not self.files:
       raise DataError(f'image folder {root!r} holds no images ({", ".join(IMAGE_EXTENSIONS)})')
     self.labels = np.asarray(labels, np.int32)
+    empty = [name for k, name in enumerate(self.classes) if not np.any(self.labels == k)]
+    if empty:
+      raise DataError(f'image folder {root!r}: class folders {empty} hold no images '
+                      f'({", ".join(IMAGE_EXTENSIONS)}); add images or remove the folders')
+    if len(self.classes) < 2:
+      raise DataError(f'image folder {root!r} has one class ({self.classes[0]!r}); a '
+                      f'classifier needs at least two class folders')
     self.mode = mode
 
   def __len__(self):
@@ -198,6 +205,8 @@ def load_sources(config) -> tuple[DatasetInfo, object, object]:
     test_dir = os.path.join(data_dir, 'test')
     test = ImageFolderSource(test_dir, train.classes) if os.path.isdir(test_dir) else None
     sample = train[0][0]
+    if name == 'digits':  # the packaged default's name: name the folder instead
+      name = os.path.basename(os.path.normpath(data_dir))
     if name in KNOWN:
       num_classes, shape, mean, std = KNOWN[name]
       if len(train.classes) != num_classes:

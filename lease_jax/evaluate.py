@@ -224,14 +224,17 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
   eval_fn = jax.jit(functools.partial(eval_step, spec))
   process = (jax.process_index(), jax.process_count())
   prefetch = data.Prefetcher(lambda s: train.batch(s, *process), start)
-  averager = writers.Averager()
-  epoch_averager = writers.Averager()
+  averager = writers.Averager.from_json(ckpt.extra.get('window'))
+  epoch_averager = writers.Averager.from_json(ckpt.extra.get('epoch'))
+  sums = lambda: {'window': averager.to_json(), 'epoch': epoch_averager.to_json()}
   progress = writers.progress_bar(total_steps, start, is_chief, 'train')
   log_every = max(1, cfg.log_every)
   last_test: dict[str, float] = history[-1]['test'] if history else {}
+  hint = f' (a learning rate too large? train.learning_rate {cfg.learning_rate})'
   try:
     for step in range(start, stop_at):
       state, metrics = step_fn(state, parallel.shard_batch(prefetch.get(step), mesh))
+      checkpoint.check_finite_metrics(step + 1, metrics, hint)
       averager.add(metrics)
       epoch_averager.add(metrics)
       epoch_end = (step + 1) % steps_per_epoch == 0
@@ -249,21 +252,30 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
         entry = {'epoch': epoch, 'step': step + 1,
                  'elapsed_s': elapsed_before + time.time() - started,
                  'train': epoch_averager.read(), 'test': last_test}
+        ckpt.save(step + 1, state, extra=sums())  # refuses a non-finite state
         history.append(entry)
-        ckpt.save(step + 1, state)
         if is_chief:
           checkpoint.write_jsonl(history_path, history)
           progress.write(f'epoch {epoch}/{spec.epochs}: train loss {entry["train"]["train_loss"]:.3f}'
                          f' acc {entry["train"]["train_acc"]:.3f}; test error '
                          f'{last_test.get("test_error", float("nan")):.4f}')
       elif (step + 1) % cfg.checkpoint_every == 0:
-        ckpt.save(step + 1, state)
+        ckpt.save(step + 1, state, extra=sums())
+  except checkpoint.NonFiniteError as error:
+    ckpt.close()  # the in-flight saves of good states land
+    if is_chief:
+      writers.write_json_atomic(os.path.join(workdir, 'summary.json'), {
+          'finished': False, 'stopped': str(error), 'step': ckpt.last_saved_step(),
+          'total_steps': total_steps, 'genotype': genotype.to_json_dict(),
+          'test': history[-1]['test'] if history else {}}, indent=1)
+    writer.close()
+    raise
   finally:
     progress.close()
     prefetch.close()
 
   finished = int(state.step) >= total_steps
-  ckpt.finish(state)
+  ckpt.finish(state, extra=sums())
   if not last_test or not history or history[-1]['step'] != int(state.step):
     last_test = evaluate(eval_fn, state, test, mesh)  # a stopped run reports its current error
   params = jax.device_get(state.params)

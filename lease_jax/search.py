@@ -81,9 +81,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
                               data.Transform('none', info.mean, info.std),
                               shuffle=False).batch(0, *process)
   prefetch = data.Prefetcher(lambda s: (train.batch(s, *process), val.batch(s, *process)), start)
-  averager, epoch_averager = writers.Averager(), writers.Averager()
+  # The running means resume from the checkpoint: a resumed run's epoch metrics are exact.
+  averager = writers.Averager.from_json(ckpt.extra.get('window'))
+  epoch_averager = writers.Averager.from_json(ckpt.extra.get('epoch'))
+  sums = lambda: {'window': averager.to_json(), 'epoch': epoch_averager.to_json()}
   progress = writers.progress_bar(total_steps, start, is_chief, 'search')
   log_every = max(1, config.search.log_every)
+  hint = (f' (a learning rate too large? explainer {config.explainer.learning_rate}, audience '
+          f'{config.audience.learning_rate}, arch {config.arch.learning_rate})')
   try:
     for step in range(start, stop_at):
       train_batch, val_batch = prefetch.get(step)
@@ -91,6 +96,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       log_now = (step + 1) % log_every == 0 or epoch_end
       state, metrics = step_fn(state, parallel.shard_batch(train_batch, mesh),
                                parallel.shard_batch(val_batch, mesh), split_terms=log_now)
+      checkpoint.check_finite_metrics(step + 1, metrics, hint)
       averager.add(metrics)
       epoch_averager.add(metrics)
       if log_now:
@@ -113,8 +119,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if benchmark is not None:
           entry['benchmark'] = benchmark
           writer.write_scalars(step + 1, {f'benchmark/{k}': v for k, v in benchmark.items()})
+        ckpt.save(step + 1, state, extra=sums())  # refuses a non-finite state
         history.append(entry)
-        ckpt.save(step + 1, state)
         if search.spec.problem.has_audience:
           _draw_explanations(search.spec, state, pictured, mesh, info, is_chief,
                              os.path.join(plots, f'epoch{epoch:03d}_explanations.png'),
@@ -140,13 +146,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
               f'{m.get("alpha_grad_norm", np.nan):.3g} | {space.describe(genotype)}'
               + (f' | benchmark {benchmark}' if benchmark is not None else ''))
       elif (step + 1) % config.search.checkpoint_every == 0:
-        ckpt.save(step + 1, state)
+        ckpt.save(step + 1, state, extra=sums())
+  except checkpoint.NonFiniteError as error:
+    _stop_non_finite(ckpt, writer, workdir, is_chief, history, error, total_steps)
+    raise
   finally:
     progress.close()
     prefetch.close()
 
   finished = int(state.step) >= total_steps
-  ckpt.finish(state)
+  ckpt.finish(state, extra=sums())
   genotype = space.derive(state.alphas)
   summary = {
       'genotype': genotype.to_json_dict(),
@@ -173,6 +182,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer.flush()
   writer.close()
   return summary
+
+
+def _stop_non_finite(ckpt, writer, workdir, is_chief, history, error, total_steps):
+  """A diverged run: the last good checkpoint and outputs stay; `summary.json` says why."""
+  ckpt.close()  # let the in-flight saves of good states land
+  if is_chief:
+    writers.write_json_atomic(os.path.join(workdir, 'summary.json'), {
+        'finished': False, 'stopped': str(error), 'step': ckpt.last_saved_step(),
+        'total_steps': total_steps,
+        'genotype': history[-1]['genotype'] if history else None,
+        'final_metrics': history[-1]['metrics'] if history else {}}, indent=1)
+    writer.write_text_line(f'stopped: {error}')
+  writer.close()
 
 
 def _draw_explanations(spec, state, batch, mesh, info, is_chief, path, title, count=6):

@@ -31,6 +31,9 @@ def _main(argv):
   cli_utils.setup_jax(FLAGS.config)
   from lease_jax import evaluate, search_space
   with cli_utils.one_line_errors('lease-train'):
+    if FLAGS.genotype is not None and not FLAGS.genotype.strip():
+      raise search_space.GenotypeError('--genotype is empty; give a registry name (lease-genotype '
+                                       'list) or a genotype JSON file, or omit the flag')
     genotype = search_space.load_genotype(FLAGS.genotype or FLAGS.config.train.genotype)
     summary = evaluate.train_and_evaluate(FLAGS.config, genotype, FLAGS.workdir)
   print(f"training {'finished' if summary['finished'] else 'stopped'} at step "

@@ -84,6 +84,21 @@ class Averager:
     self.sums, self.counts = {}, {}
     return out
 
+  def to_json(self) -> dict:
+    """The running sums and counts (float32 sums are exact in JSON's doubles)."""
+    import jax
+    return {'sums': {k: float(v) for k, v in jax.device_get(self.sums).items()},
+            'counts': dict(self.counts)}
+
+  @classmethod
+  def from_json(cls, saved: Mapping | None) -> 'Averager':
+    """The averager `to_json` saved: it goes on summing exactly where it stopped."""
+    averager = cls()
+    if saved:
+      averager.sums = {k: np.float32(v) for k, v in saved['sums'].items()}
+      averager.counts = {k: int(v) for k, v in saved['counts'].items()}
+    return averager
+
 
 class _Quiet:
   """The progress bar of a process that does not report (multi-host, process > 0)."""

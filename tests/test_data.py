@@ -149,6 +149,17 @@ def test_image_folder_source(tmp_path):
     train[0]
 
 
+def test_image_folder_needs_two_classes_with_images(tmp_path):
+  from PIL import Image
+  os.makedirs(tmp_path / 'train' / 'cat')
+  Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / 'train' / 'cat' / '0.png')
+  with pytest.raises(data.DataError, match='one class'):
+    data.ImageFolderSource(str(tmp_path / 'train'))
+  os.makedirs(tmp_path / 'train' / 'dog')
+  with pytest.raises(data.DataError, match=r"class folders \['dog'\] hold no images"):
+    data.ImageFolderSource(str(tmp_path / 'train'))
+
+
 def test_tfds_source_without_tensorflow():
   import tensorflow_datasets as tfds
   config = default.get_config().data
@@ -167,3 +178,17 @@ def test_unprepared_tfds_dataset_is_a_data_error(tmp_path):
   config.source, config.name, config.data_dir = 'tfds', 'cifar100', str(tmp_path)
   with pytest.raises(data.DataError, match="tfds dataset 'cifar100'.*not prepared"):
     data.load_sources(config)
+
+
+def test_checkpointer_never_saves_a_non_finite_state(tmp_path):
+  import jax.numpy as jnp
+
+  from lease_jax import checkpoint
+  ckpt = checkpoint.Checkpointer(str(tmp_path), {'seed': 0}, keep=2)
+  ckpt.save(1, {'w': jnp.ones(3)})
+  with pytest.raises(checkpoint.NonFiniteError, match='step 2'):
+    ckpt.save(2, {'w': jnp.array([1.0, jnp.nan, 0.0])})
+  ckpt.close()
+  assert ckpt.last_saved_step() == 1
+  with pytest.raises(checkpoint.NonFiniteError, match='non-finite loss at step 5'):
+    checkpoint.check_finite_metrics(5, {'acc': jnp.float32(0.5), 'loss': jnp.float32(jnp.inf)})

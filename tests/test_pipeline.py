@@ -121,6 +121,17 @@ def test_killed_search_resumes_bitwise(uninterrupted, tmp_path, env):
   assert 'resuming' in resumed.stdout
   for name in ('alphas.json', 'genotype.json'):
     assert (workdir / name).read_bytes() == (uninterrupted / name).read_bytes(), name
+  # the epoch metrics too (the running sums are checkpointed), all but wall-clock fields
+  assert _without_clock(workdir) == _without_clock(uninterrupted)
+
+
+def _without_clock(workdir):
+  history = [json.loads(line) for line in (workdir / 'history.jsonl').read_text().splitlines()]
+  for entry in history:
+    del entry['elapsed_s']
+  summary = json.loads((workdir / 'summary.json').read_text())
+  del summary['search_time_s']
+  return history, summary
 
 
 def test_stopped_search_continues_bitwise(uninterrupted, tmp_path, env):
@@ -174,6 +185,9 @@ def test_train_end_to_end(tmp_path, env):
      "data.name 'mnist'"),
     (('--config.search.gammma=1',), 'search.gammma: no such config field'),
     (('--config.search.mode=exactly',), "mode 'exactly'"),
+    (('--config.explainer.learning_rate=-0.1',), 'explainer.learning_rate = -0.1; must be > 0'),
+    (('--config.search.keep_checkpoints=0',), 'search.keep_checkpoints = 0; must be >= 1'),
+    (('--config.explanation.start=zero',), "start 'zero' with explanation.target 'soft'"),
 ])
 def test_bad_input_is_one_line(tmp_path, env, args, expected):
   workdir = tmp_path / 'run'
@@ -193,6 +207,14 @@ def test_malformed_genotype_is_one_line(tmp_path, env):
   assert result.returncode == 2 and len(lines) == 1 and str(bad) in lines[0], result.stderr
 
 
+def test_empty_genotype_flag_is_one_line(tmp_path, env):
+  result = _cli('train_main', f'--config={TINY}', '--genotype=', f'--workdir={tmp_path / "t"}',
+                env=env, check=False)
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 1 and '--genotype is empty' in lines[0]
+  assert not (tmp_path / 't').exists()
+
+
 def test_seed_launcher_reports_mean_and_std(tmp_path, env):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   workdir = tmp_path / 'seeds'
@@ -206,3 +228,17 @@ def test_seed_launcher_reports_mean_and_std(tmp_path, env):
   errors = [run['test_error'] for run in report['runs']]
   assert abs(report['mean']['test_error'] - sum(errors) / 2) < 1e-12
   assert 'mean ± std' in (workdir / 'seeds.md').read_text()
+
+
+def test_diverged_search_stops_without_saving_non_finite_values(tmp_path, env):
+  workdir = tmp_path / 'run'
+  result = _cli('main', *_search_args(workdir, '--config.explainer.learning_rate=1e6',
+                                      '--config.arch.learning_rate=1e6'), env=env, check=False)
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 3, result.stderr[-2000:]
+  assert 'stopped: non-finite' in lines[-1] and 'learning rate' in lines[-1]
+  summary = json.loads((workdir / 'summary.json').read_text())
+  assert summary['finished'] is False and summary['stopped'].startswith('non-finite')
+  if (workdir / 'alphas.json').exists():  # written only at a good epoch's end
+    alphas = search_space.load_alphas(str(workdir / 'alphas.json'))  # refuses NaN
+    assert all(map(lambda a: a.size, alphas.values()))
