@@ -74,22 +74,40 @@ class Checkpointer:
                subdir: str = 'checkpoints'):
     self.workdir = workdir
     self.directory = os.path.abspath(os.path.join(workdir, subdir))
-    self._check_config(config_dict)
+    self.config_dict = config_dict
     self.extra: dict = {}  # the restored checkpoint's `extra` ({} for a fresh run)
-    self.manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
-
-  def _check_config(self, config_dict: dict) -> None:
-    path = os.path.join(self.workdir, 'config.json')
     has_checkpoint = os.path.isdir(self.directory) and any(
         name.isdigit() for name in os.listdir(self.directory))
-    if os.path.exists(path) and has_checkpoint:
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    self._check_config(config_dict, has_checkpoint)
+
+  def _saved_config(self, path: str) -> dict | None:
+    """The config of the workdir's checkpoints: `config.json`, else the one every checkpoint
+    carries (so that losing `config.json` does not lift the guard)."""
+    if os.path.exists(path):
       try:
         with open(path) as f:
-          saved = json.load(f)
-      except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f'{path} is unreadable ({e}); it records the config of the '
-                              f'checkpoints in {self.directory}') from None
+          return json.load(f)
+      except (OSError, json.JSONDecodeError):
+        pass
+    step = self.manager.latest_step()
+    if step is None:
+      return None
+    try:
+      extra = self.manager.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))
+      return (extra['extra'] or {}).get('config')
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint is reported by restore_or
+      return None
+
+  def _check_config(self, config_dict: dict, has_checkpoint: bool) -> None:
+    path = os.path.join(self.workdir, 'config.json')
+    if has_checkpoint:
+      saved = self._saved_config(path)
+      if saved is None:
+        raise CheckpointError(f'{path} is missing or unreadable and the checkpoints in '
+                              f'{self.directory} do not record their config; use a new '
+                              f'--workdir')
       differences = config_differences(saved, config_dict)
       if differences:
         shown = ', '.join(f'{k} ({_flatten(saved).get(k, "<missing>")!r} -> '
@@ -99,7 +117,9 @@ class Checkpointer:
         raise CheckpointError(
             f'workdir {self.workdir!r} holds a checkpoint of a different config: {shown}{more}; '
             f'use a new --workdir, or the config that made it')
-    if not has_checkpoint:
+      if not os.path.exists(path):
+        writers.write_json_atomic(path, saved, indent=1, sort_keys=True, default=str)
+    else:
       os.makedirs(self.workdir, exist_ok=True)
       writers.write_json_atomic(path, config_dict, indent=1, sort_keys=True, default=str)
 
@@ -128,8 +148,9 @@ class Checkpointer:
       return
     if not bool(_all_finite(state)):
       raise NonFiniteError(f'non-finite weights or optimizer state at step {step} (not saved)')
+    extra = {**(extra or {}), 'config': self.config_dict}  # the guard's record, in every one
     self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra or {})), force=force)
+        state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)), force=force)
 
   def close(self) -> None:
     self.manager.wait_until_finished()

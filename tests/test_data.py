@@ -192,3 +192,21 @@ def test_checkpointer_never_saves_a_non_finite_state(tmp_path):
   assert ckpt.last_saved_step() == 1
   with pytest.raises(checkpoint.NonFiniteError, match='non-finite loss at step 5'):
     checkpoint.check_finite_metrics(5, {'acc': jnp.float32(0.5), 'loss': jnp.float32(jnp.inf)})
+
+
+def test_config_guard_holds_without_config_json(tmp_path):
+  import jax.numpy as jnp
+
+  from lease_jax import checkpoint
+  ckpt = checkpoint.Checkpointer(str(tmp_path), {'seed': 0, 'search': {'gamma': 1.0}})
+  ckpt.save(3, {'w': jnp.ones(2)})
+  ckpt.close()
+  os.remove(tmp_path / 'config.json')
+  before = sorted(p.name for p in tmp_path.rglob('*'))
+  with pytest.raises(checkpoint.CheckpointError, match=r"search.gamma \(1.0 -> 0.5\)"):
+    checkpoint.Checkpointer(str(tmp_path), {'seed': 0, 'search': {'gamma': 0.5}})
+  assert sorted(p.name for p in tmp_path.rglob('*')) == before
+  same = checkpoint.Checkpointer(str(tmp_path), {'seed': 0, 'search': {'gamma': 1.0}})
+  state, resumed = same.restore_or({'w': jnp.zeros(2)})
+  assert resumed and float(state['w'].sum()) == 2.0 and (tmp_path / 'config.json').exists()
+  same.close()
