@@ -89,6 +89,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   log_every = max(1, config.search.log_every)
   hint = (f' (a learning rate too large? explainer {config.explainer.learning_rate}, audience '
           f'{config.audience.learning_rate}, arch {config.arch.learning_rate})')
+  compiles = writers.CompileLog(writer).__enter__()
+  ticker = writers.CompileTicker(progress, 'the search step') if start < stop_at else None
   try:
     for step in range(start, stop_at):
       train_batch, val_batch = prefetch.get(step)
@@ -97,6 +99,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
       state, metrics = step_fn(state, parallel.shard_batch(train_batch, mesh),
                                parallel.shard_batch(val_batch, mesh), split_terms=log_now)
       checkpoint.check_finite_metrics(step + 1, metrics, hint)
+      if step == start:
+        seconds = ticker.done()
+        writer.write_text_line(f'first step done in {seconds:.1f} s ({compiles.count} programs '
+                               f'compiled, {compiles.total:.1f} s of compilation)')
       averager.add(metrics)
       epoch_averager.add(metrics)
       if log_now:
@@ -151,6 +157,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     _stop_non_finite(ckpt, writer, workdir, is_chief, history, error, total_steps)
     raise
   finally:
+    if ticker is not None:
+      ticker.done()
+    compiles.__exit__(None, None, None)
     progress.close()
     prefetch.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from typing import Any, Mapping
 
@@ -106,6 +107,9 @@ class _Quiet:
   def set_postfix(self, *args, **kwargs):
     pass
 
+  def set_postfix_str(self, *args, **kwargs):
+    pass
+
   def update(self, *args):
     pass
 
@@ -132,3 +136,71 @@ def write_json_atomic(path: str, data: Any, **dump_options) -> None:
     json.dump(data, f, **dump_options)
     f.write('\n')
   os.replace(tmp, path)
+
+
+class CompileLog(logging.Handler):
+  """While active, records every XLA compilation of at least `min_seconds` in `log.txt` (the
+  program's name and seconds), and keeps the total. JAX reports them through `jax_log_compiles`;
+  they are kept off the console."""
+
+  _FINISHED = re.compile(r'Finished XLA compilation of (.+) in ([0-9.eE+-]+) sec')
+  _LOGGERS = ('jax._src.dispatch', 'jax._src.interpreters.pxla')
+
+  def __init__(self, writer: MetricWriter, min_seconds: float = 1.0):
+    super().__init__(level=logging.DEBUG)
+    self.writer, self.min_seconds, self.total, self.count = writer, min_seconds, 0.0, 0
+
+  def emit(self, record: logging.LogRecord) -> None:
+    found = self._FINISHED.search(record.getMessage())
+    if found:
+      seconds = float(found.group(2))
+      self.total += seconds
+      self.count += 1
+      if seconds >= self.min_seconds:
+        self.writer.write_text_line(f'compiled {found.group(1)} in {seconds:.1f} s')
+
+  def __enter__(self):
+    import jax
+    self._was = jax.config.jax_log_compiles
+    jax.config.update('jax_log_compiles', True)
+    self._saved = []
+    for name in self._LOGGERS:
+      logger = logging.getLogger(name)
+      self._saved.append((logger, logger.propagate))
+      logger.propagate = False
+      logger.addHandler(self)
+    return self
+
+  def __exit__(self, *exc):
+    import jax
+    jax.config.update('jax_log_compiles', self._was)
+    for logger, propagate in self._saved:
+      logger.removeHandler(self)
+      logger.propagate = propagate
+    return False
+
+
+class CompileTicker:
+  """Says on the progress bar that the first step is compiling, with the elapsed time, until
+  `done()`: a first run spends minutes there with nothing else to show."""
+
+  def __init__(self, progress, what: str):
+    import threading
+    self.progress, self.what, self.started = progress, what, time.time()
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._tick, daemon=True)
+    self._thread.start()
+
+  def _tick(self) -> None:
+    while not self._stop.wait(1.0):
+      self.progress.set_postfix_str(
+          f'compiling {self.what}, first run only (cached for later runs): '
+          f'{time.time() - self.started:.0f} s', refresh=True)
+
+  def done(self) -> float:
+    """Stops the ticker; returns the seconds it ran."""
+    if not self._stop.is_set():
+      self._stop.set()
+      self._thread.join()
+      self.progress.set_postfix_str('', refresh=False)
+    return time.time() - self.started
