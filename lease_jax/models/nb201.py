@@ -139,6 +139,19 @@ class ResNetBlock(nn.Module):
     return shortcut + y
 
 
+def skeleton(x: Array, channels: int, num_classes: int, norm: ops.ModuleDef, stage_cells):
+  """NB201's macro skeleton around `stage_cells(stage, C_stage, x) -> x` (a stage's N cells);
+  called inside a parent's `nn.compact` method, whose submodules it creates."""
+  x = norm()(ops.Conv(channels, 3, 1, 1, name='stem')(x))
+  for stage in range(3):
+    c = channels * 2 ** stage
+    if stage:
+      x = ResNetBlock(c, norm, name=f'reduce{stage}')(x)
+    x = stage_cells(stage, c, x)
+  x = nn.relu(norm()(x))
+  return ops.Dense(num_classes, name='classifier')(jnp.mean(x, axis=(1, 2)))
+
+
 class Supernet(nn.Module):
   """NB201's search network (`TinyNetworkDarts`): `logits = apply(E, A, x)`, A = {'alphas'}.
 
@@ -160,17 +173,14 @@ class Supernet(nn.Module):
   def __call__(self, alphas: Mapping[str, Array], x: Array) -> Array:
     affine = lambda: ops.BatchNorm(affine=True, groups=self.bn_groups)
     weights = jax.nn.softmax(alphas[ALPHA_KEY], axis=-1)
-    x = affine()(ops.Conv(self.channels, 3, 1, 1, name='stem')(x))
-    for stage in range(3):
-      c = self.channels * 2 ** stage
-      if stage:
-        x = ResNetBlock(c, affine, name=f'reduce{stage}')(x)
+
+    def stage_cells(stage, c, x):
       cells = nn.scan(SearchCell, variable_axes={'params': 0}, split_rngs={'params': True},
                       in_axes=nn.broadcast, length=self.cells)
-      x, _ = cells(c, ops.search_norm(self.bn_groups), self.impl, name=f'stage{stage}')(
-          x, weights)
-    x = nn.relu(affine()(x))
-    return ops.Dense(self.num_classes, name='classifier')(jnp.mean(x, axis=(1, 2)))
+      return cells(c, ops.search_norm(self.bn_groups), self.impl, name=f'stage{stage}')(
+          x, weights)[0]
+
+    return skeleton(x, self.channels, self.num_classes, affine, stage_cells)
 
 
 class Network(nn.Module):
@@ -190,15 +200,13 @@ class Network(nn.Module):
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
     norm = ops.eval_norm(train, self.bn_groups)
-    x = norm()(ops.Conv(self.channels, 3, 1, 1, name='stem')(x))
-    for stage in range(3):
-      c = self.channels * 2 ** stage
-      if stage:
-        x = ResNetBlock(c, norm, name=f'reduce{stage}')(x)
+
+    def stage_cells(stage, c, x):
       for k in range(self.cells):
         x = InferCell(self.arch, c, norm, self.impl, name=f'stage{stage}_cell{k}')(x)
-    x = nn.relu(norm()(x))
-    return ops.Dense(self.num_classes, name='classifier')(jnp.mean(x, axis=(1, 2)))
+      return x
+
+    return skeleton(x, self.channels, self.num_classes, norm, stage_cells)
 
 
 def make_explainer(model: Supernet):
