@@ -70,11 +70,13 @@ def boundary(x: Array, like: Array | None = None) -> Array:
   `x @ I` (C² multiply-adds per pixel, a few % of an edge's work) cuts the graph there, in the
   forward pass and, transposed, in the backward pass. The identity is scaled by the runtime 1
   `sign(|like_0| + 1)` so that the compiler cannot fold the dot away; `like` (default x) must be
-  a primal value where x is a tangent, to keep the map linear.
+  a primal value where x is a tangent, to keep the map linear. The dot runs at `HIGHEST`
+  precision: where float32 matmuls default to TF32 (A100/H100), a default-precision identity
+  would round x to 10 mantissa bits.
   """
   probe = (x if like is None else like).reshape(-1)[0]
   eye = jnp.eye(x.shape[-1], dtype=x.dtype) * jnp.sign(jnp.abs(probe) + 1).astype(x.dtype)
-  return jnp.einsum('...c,cd->...d', x, eye)
+  return jnp.einsum('...c,cd->...d', x, eye, precision=jax.lax.Precision.HIGHEST)
 
 
 def window_slices(x: Array, kernel: int, stride: int, padding: int, dilation: int,
