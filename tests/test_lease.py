@@ -77,10 +77,12 @@ def test_hypergradient_is_a_descent_direction_for_O_A(setup):
 
   grad = hypergrad.hypergradient('hvp', problem, A=state.alphas, **kw).total
   before = float(objective(state.alphas))
-  # A step of 0.005 in α (A itself is ~1e-3): the decrease is the first-order prediction
-  # step·‖g‖² up to curvature (and the kinks of ReLU / max-pool).
+  # A step of 0.001 in α (A itself is ~1e-3): the decrease is the first-order prediction
+  # step·‖g‖² up to curvature. Longer steps cross kinks of ReLU / max-pool: on this batch a
+  # step of 0.005 decreases the audience term 30x more than predicted, while 1e-4 to 2e-3 give
+  # 0.7-1.0 of the prediction (measured).
   norm = builders.flat_norm(grad)
-  step = 0.005 / norm
+  step = 0.001 / norm
   after = float(objective(jax.tree.map(lambda a, g: a - step * g, state.alphas, grad)))
   predicted = step * norm**2
   assert 0.25 * predicted < before - after < 2.0 * predicted, (before - after, predicted)
