@@ -89,7 +89,9 @@ def test_search_iteration_equals_one_device(search_setup, mode):
   one, one_metrics = step(state, *one_batches)
   four, four_metrics = step(sharded_state, *four_batches)
   assert four.alphas['alphas_normal'].sharding.mesh.size == 4  # it really ran on the mesh
-  _assert_trees_close(four, one)
+  # Adam's second moment is the squared hypergradient: its relative error is twice the
+  # hypergradient's (measured 1.1e-4 for hvp's, whose own error passed 1e-4 above).
+  _assert_trees_close(four, one, 2 * TOLERANCE)
   _assert_trees_close(four_metrics, one_metrics, 1e-3)
 
 
