@@ -278,6 +278,7 @@ def report(workdir: str) -> None:
       ax.axvline(clean[0]['audience_val_acc'], color='g', ls='--', label='control: clean x')
     ax.axvline(0.1, color='r', ls=':', label='chance')
     ax.set_yticks(y, [r['setting'] for r in mine], fontsize=8)
+    ax.set_xlim(0, 1)
     ax.set_xlabel('audience validation accuracy (clean images)')
     ax.set_title(dataset)
     ax.legend(fontsize=7, loc='lower right')
