@@ -74,7 +74,7 @@ def measure_mode(config, workdir: str, mode: str, points: list[int]) -> dict:
     with open(os.path.join(workdir, f'state_{point}.pkl'), 'rb') as f:
       state = jax.device_put(pickle.load(f))
     tb, vb = builders.to_device(train.batch(point)), builders.to_device(val.batch(point))
-    delta0 = lease._virtual_start(spec, state, tb['image'])
+    delta0 = lease.virtual_start(spec, state, tb['image'])
     kw = dict(E=state.explainer, A=state.alphas, W=state.audience,
               explainer_state=state.explainer_opt_state,
               audience_state=state.audience_opt_state, train=tb, val=vb, delta0=delta0)

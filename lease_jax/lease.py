@@ -91,7 +91,8 @@ def step_keys(state: SearchState) -> tuple[jax.Array, jax.Array]:
   return tuple(jax.random.split(key))
 
 
-def _virtual_start(spec: SearchSpec, state: SearchState, images: jax.Array):
+def virtual_start(spec: SearchSpec, state: SearchState, images: jax.Array):
+  """δ0 of the step's virtual explanation (None without an audience)."""
   if not spec.problem.has_audience:
     return None
   key, _ = step_keys(state)
@@ -146,7 +147,7 @@ def search_step(spec: SearchSpec, state: SearchState, train: hg.Batch, val: hg.B
   grads = hg.hypergradient(
       spec.mode, problem, E=state.explainer, A=state.alphas, W=state.audience,
       explainer_state=state.explainer_opt_state, audience_state=state.audience_opt_state,
-      train=train, val=val, delta0=_virtual_start(spec, state, train['image']),
+      train=train, val=val, delta0=virtual_start(spec, state, train['image']),
       split_terms=split_terms)
   metrics = {**grads.metrics, 'alpha_grad_norm': optax.tree.norm(grads.total)}
   if grads.explainer is not None:
@@ -187,5 +188,5 @@ def architecture_objective(spec: SearchSpec, state: SearchState, train: hg.Batch
   """O_A at the state, with the step's own δ0 (Eq. 9): the quantity A descends."""
   (explainer_val, audience_val), _ = hg.unrolled_objective(
       spec.problem, state.alphas, state.explainer, state.audience, state.explainer_opt_state,
-      state.audience_opt_state, train, val, _virtual_start(spec, state, train['image']))
+      state.audience_opt_state, train, val, virtual_start(spec, state, train['image']))
   return explainer_val + spec.problem.gamma * audience_val
