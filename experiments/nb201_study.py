@@ -102,24 +102,24 @@ def write_results(workdir: str, results: str) -> int:
   return len(rows)
 
 
-def measure(data_dir: str, workdir: str, steps: int = 4) -> None:
-  """Compile time and seconds per step of every method at the study's settings."""
+def measure(data_dir: str, workdir: str, steps: int = 5) -> None:
+  """First-step (compile) and per-step seconds of every method at the study's settings, read
+  from each run's `log.txt` (a line per step)."""
+  import datetime
   for method in METHODS:
     run = os.path.join(workdir, f'measure_{method}')
     shutil.rmtree(run, ignore_errors=True)
-    started = time.time()
-    first = subprocess.run(command(method, 1, data_dir, run, '--config.search.max_steps=1'),
-                           capture_output=True, text=True)
-    one = time.time() - started
-    if first.returncode:
-      print(first.stderr[-2000:])
-      raise SystemExit(f'{method}: measuring failed')
-    started = time.time()
-    subprocess.run(command(method, 1, data_dir, run, f'--config.search.max_steps={steps + 1}'),
+    subprocess.run(command(method, 1, data_dir, run, f'--config.search.max_steps={steps + 1}',
+                           '--config.search.log_every=1'),
                    capture_output=True, text=True, check=True)
-    more = time.time() - started  # a resume: cached programs, `steps` more steps
-    print(f'{method}: first run {one:.0f} s (compile + 1 step); then {more:.0f} s for {steps} '
-          f'steps from the cache (≈ {more / steps:.2f} s/step with start-up)', flush=True)
+    with open(os.path.join(run, 'log.txt')) as f:
+      lines = f.read().splitlines()
+    stamp = lambda line: datetime.datetime.strptime(line[:19], '%Y-%m-%d %H:%M:%S')
+    first = next(line for line in lines if 'first step done' in line)
+    times = [stamp(line) for line in lines if ' step ' in line and line[20:].startswith('step ')]
+    per_step = (times[-1] - times[0]).total_seconds() / (len(times) - 1)
+    print(f'{method}: {first[20:]}; then {per_step:.2f} s per step ({len(times) - 1} steps)',
+          flush=True)
 
 
 def main(argv=None) -> int:
