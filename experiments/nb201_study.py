@@ -44,13 +44,13 @@ SEEDS = (1, 2, 3)
 SETTINGS = (
     '--config.data.source=image_folder',
     '--config.data.name=cifar10',
-    '--config.data.max_examples=10000',   # a class-balanced 10k: 5k train, 5k val
+    '--config.data.max_examples=5000',    # a class-balanced 5k: 2.5k train, 2.5k val
     '--config.data.workers=2',
     '--config.explainer.channels=8',      # C = 8 (NB201: 16)
     '--config.explainer.layers=2',        # N = 2 cells per stage (NB201: 5)
     '--config.audience.width=16',         # ResNet-18 width 16 (paper: 64)
-    '--config.search.batch_size=64',
-    '--config.search.epochs=10',
+    '--config.search.batch_size=32',
+    '--config.search.epochs=7',           # 78 steps an epoch: 546 steps
     '--config.search.log_every=20',
     '--config.search.checkpoint_every=40',
 )
