@@ -192,7 +192,9 @@ class CompileTicker:
     self._thread.start()
 
   def _tick(self) -> None:
-    while not self._stop.wait(1.0):
+    import sys
+    interval = 1.0 if sys.stderr.isatty() else 15.0  # a log file gets a line a quarter-minute
+    while not self._stop.wait(interval):
       self.progress.set_postfix_str(
           f'compiling {self.what}, first run only (cached for later runs): '
           f'{time.time() - self.started:.0f} s', refresh=True)
