@@ -60,6 +60,24 @@ class UserError(Exception):
   """An error to report in one line (bad input), not as a traceback."""
 
 
+class EnvironmentFault(Exception):
+  """A fault of the machine, not of the input (a read-only directory): one line, exit status 1."""
+
+
+def check_workdir(workdir: str) -> None:
+  """Refuses a workdir that cannot hold a run, before anything is loaded or compiled: empty, an
+  existing file (`UserError`), or not writable (`EnvironmentFault`)."""
+  if not workdir or not workdir.strip():
+    raise UserError('--workdir is empty; name a directory for the run (it is created)')
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f'--workdir {workdir!r} is a file; name a directory')
+  parent = workdir if os.path.isdir(workdir) else os.path.dirname(os.path.abspath(workdir))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise EnvironmentFault(f'--workdir {workdir!r}: {parent!r} is not writable')
+
+
 def _user_error_types():
   from lease_jax import checkpoint, data, search_space, spaces
   return (data.DataError, search_space.GenotypeError, checkpoint.CheckpointError,
@@ -79,6 +97,9 @@ class one_line_errors:
 
   def __exit__(self, kind, error, tb):
     from lease_jax import checkpoint
+    if isinstance(error, EnvironmentFault):
+      print(f'{self.prog}: error: {error}', file=sys.stderr)
+      sys.exit(1)
     if isinstance(error, checkpoint.NonFiniteError):
       print(f'{self.prog}: stopped: {error}; the last good checkpoint and outputs are kept',
             file=sys.stderr)

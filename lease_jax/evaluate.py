@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lease_jax import builders, checkpoint, data, optim, parallel, search_space, writers
+from lease_jax import builders, checkpoint, cli_utils, data, optim, parallel, search_space
+from lease_jax import writers
 from lease_jax.models import eval_network
 
 PyTree = Any
@@ -193,6 +194,7 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
   """Trains (or resumes training) `genotype`'s network; returns the summary."""
   started = time.time()
   cfg = config.train
+  cli_utils.check_workdir(workdir)
   builders.check_config(config)
   mesh = parallel.make_mesh(config)
   info, train_source, test_source = data.load_sources(config.data)

@@ -30,12 +30,14 @@ import time
 import jax
 import numpy as np
 
-from lease_jax import builders, checkpoint, data, lease, parallel, spaces, visualize, writers
+from lease_jax import builders, checkpoint, cli_utils, data, lease, parallel, spaces, visualize
+from lease_jax import writers
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs or resumes the search `config` describes in `workdir`; returns the summary."""
   started = time.time()
+  cli_utils.check_workdir(workdir)
   builders.check_config(config)
   table = spaces.benchmark_table(config)  # a bad table is refused before anything is compiled
   mesh = parallel.make_mesh(config)

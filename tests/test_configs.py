@@ -70,3 +70,13 @@ def test_bad_values_name_the_field(field, value, message):
     config[section][key] = value
   with pytest.raises(cli_utils.UserError, match=message.replace('(', r'\(')):
     builders.check_config(config)
+
+
+def test_workdir_that_cannot_hold_a_run_is_refused(tmp_path):
+  with pytest.raises(cli_utils.UserError, match='--workdir is empty'):
+    cli_utils.check_workdir('')
+  (tmp_path / 'file').write_text('x')
+  with pytest.raises(cli_utils.UserError, match='is a file'):
+    cli_utils.check_workdir(str(tmp_path / 'file'))
+  cli_utils.check_workdir(str(tmp_path / 'new' / 'run'))  # created later, parent writable
+  assert not (tmp_path / 'new').exists()  # checking writes nothing
