@@ -187,7 +187,7 @@ def test_train_end_to_end(tmp_path, env):
     (('--config.search.mode=exactly',), "mode 'exactly'"),
     (('--config.explainer.learning_rate=-0.1',), 'explainer.learning_rate = -0.1; must be > 0'),
     (('--config.search.keep_checkpoints=0',), 'search.keep_checkpoints = 0; must be >= 1'),
-    (('--config.explanation.start=zero',), "start 'zero' with explanation.target 'soft'"),
+    (('--config.explanation.target=soft',), "start 'zero' with explanation.target 'soft'"),
 ])
 def test_bad_input_is_one_line(tmp_path, env, args, expected):
   workdir = tmp_path / 'run'
