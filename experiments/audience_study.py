@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import json
 import os
 import subprocess
@@ -112,7 +111,6 @@ def base_config(dataset: str, data_dir: str, steps: int):
 def run_setting(dataset: str, setting: str, data_dir: str, steps: int, eval_examples: int):
   import jax
   import jax.numpy as jnp
-  import optax
 
   from lease_jax import builders, data, hypergrad as hg, lease, optim
 

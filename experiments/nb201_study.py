@@ -26,7 +26,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           'lease_jax', 'configs')

@@ -130,7 +130,7 @@ def test_benchmark_table_reads_and_refuses_malformed_tables(tmp_path):
   bad = {
       'no_arch.csv': ('name,acc\nx,1\n', 'column "arch"'),
       'no_values.csv': (f'arch\n{ALL_SKIP}\n', 'no value column'),
-      'bad_arch.csv': (f'arch,acc\n|conv~0|+|x|,1\n', 'line 2'),
+      'bad_arch.csv': ('arch,acc\n|conv~0|+|x|,1\n', 'line 2'),
       'not_number.csv': (f'arch,acc\n{ALL_SKIP},high\n', "column 'acc' holds 'high'"),
       'twice.csv': (f'arch,acc\n{ALL_SKIP},1\n{ALL_SKIP},2\n', 'appears twice'),
   }
