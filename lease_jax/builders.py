@@ -34,33 +34,46 @@ class Search:
     return lease.init_state(self.spec, explainer, alphas, audience, key_rng)
 
 
-def _choice(config, field: str, accepted) -> None:
+def _field(config, field: str):
+  """The value of a dotted config field, or one line naming the field that the config lacks."""
   value = config
-  for key in field.split('.'):
-    value = value[key]
+  for depth, key in enumerate(field.split('.')):
+    try:
+      value = value[key]
+    except (KeyError, TypeError):
+      missing = '.'.join(field.split('.')[:depth + 1])
+      raise cli_utils.UserError(
+          f'config field {missing!r} is missing; a config file should start from a packaged one '
+          f'(e.g. `from lease_jax.configs import default; config = default.get_config()`)'
+      ) from None
+  return value
+
+
+def _choice(config, field: str, accepted) -> None:
+  value = _field(config, field)
   if value not in accepted:
     raise cli_utils.UserError(f'{field} {value!r}; accepted: {", ".join(map(str, accepted))}')
 
 
 def _at_least(config, field: str, minimum) -> None:
-  value = config
-  for key in field.split('.'):
-    value = value[key]
+  value = _field(config, field)
   if value < minimum:
     raise cli_utils.UserError(f'{field} = {value}; must be >= {minimum}')
 
 
 def _positive(config, field: str) -> None:
-  value = config
-  for key in field.split('.'):
-    value = value[key]
+  value = _field(config, field)
   if not value > 0:
     raise cli_utils.UserError(f'{field} = {value}; must be > 0')
 
 
-def check_config(config) -> None:
+def check_config(config, job: str | None = None) -> None:
   """Rejects a config value that cannot work, naming the field and what is accepted, before
-  anything is built or written."""
+  anything is built or written; with `job` ('search' | 'train'), a config that lacks its block."""
+  if job is not None and job not in config:
+    example = 'default' if job == 'search' else 'eval_cifar10'
+    raise cli_utils.UserError(f'the config has no {job!r} block; this command needs a {job} '
+                              f'config (e.g. configs/{example}.py)')
   _choice(config, 'data.source', data.SOURCES)
   if 'space' in config:
     _choice(config, 'space', spaces.SPACES)

@@ -50,6 +50,12 @@ def check_finite_metrics(step: int, metrics: dict, hint: str = '') -> None:
       raise NonFiniteError(f'non-finite {key} at step {step}{hint}')
 
 
+def check_finite_state(step: int, state: Any) -> None:
+  """Raises `NonFiniteError` if the weights or optimizer state hold a NaN or Inf."""
+  if not bool(_all_finite(state)):
+    raise NonFiniteError(f'non-finite weights or optimizer state at step {step} (not saved)')
+
+
 def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
   if isinstance(tree, dict):
     out = {}
@@ -65,6 +71,12 @@ def config_differences(saved: dict, current: dict) -> list[str]:
   keys = sorted(set(a) | set(b))
   resumable = lambda k: any(k == f or k.startswith(f + '.') for f in RESUMABLE_FIELDS)
   return [k for k in keys if not resumable(k) and a.get(k, '<missing>') != b.get(k, '<missing>')]
+
+
+def _first_words(error: Exception, limit: int = 200) -> str:
+  """The informative start of an orbax/TensorStore error (without its bound-method dump)."""
+  text = (str(error).splitlines() or [''])[0].split(' See full TensorStore details')[0]
+  return text[:limit]
 
 
 class Checkpointer:
@@ -135,7 +147,7 @@ class Checkpointer:
     except Exception as e:  # orbax raises many types for a damaged or foreign checkpoint
       raise CheckpointError(
           f'checkpoint {os.path.join(self.directory, str(step))} cannot be restored '
-          f'({type(e).__name__}: {str(e).splitlines()[0][:200]}); move it aside to resume '
+          f'({type(e).__name__}: {_first_words(e)}); move it aside to resume '
           f'from an earlier one, or use a new --workdir') from None
     self.extra = dict(restored['extra'] or {})
     return restored['state'], True
@@ -146,11 +158,15 @@ class Checkpointer:
     Inf is never saved (`NonFiniteError`)."""
     if step in (self.manager.all_steps() or []):
       return
-    if not bool(_all_finite(state)):
-      raise NonFiniteError(f'non-finite weights or optimizer state at step {step} (not saved)')
+    check_finite_state(step, state)
     extra = {**(extra or {}), 'config': self.config_dict}  # the guard's record, in every one
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)), force=force)
+
+  def settle(self) -> int | None:
+    """Waits for the in-flight saves to land; the latest saved step (None if none)."""
+    self.manager.wait_until_finished()
+    return self.manager.latest_step()
 
   def close(self) -> None:
     self.manager.wait_until_finished()
@@ -163,6 +179,13 @@ class Checkpointer:
     """Saves the final (or stopped) state, waits for every save to land, and closes."""
     self.save(int(state.step), state, force=True, extra=extra)
     self.close()
+
+
+def interrupted_line(ckpt: Checkpointer, step: int) -> str:
+  """After Ctrl-C: waits for the in-flight checkpoint, then says where a rerun resumes."""
+  saved = ckpt.settle()
+  where = f'from step {saved}' if saved is not None else 'from the start (no checkpoint yet)'
+  return f'interrupted at step {step}; rerun the same command to resume {where}'
 
 
 def read_jsonl(path: str) -> list[dict]:

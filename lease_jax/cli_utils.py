@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -64,6 +65,14 @@ class EnvironmentFault(Exception):
   """A fault of the machine, not of the input (a read-only directory): one line, exit status 1."""
 
 
+class Interrupted(Exception):
+  """Ctrl-C during a run, after the in-flight checkpoint landed: one line, exit status 130."""
+
+
+# A write that fails for one of these is the machine's fault (exit 1), not a bug.
+ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
 def check_workdir(workdir: str) -> None:
   """Refuses a workdir that cannot hold a run, before anything is loaded or compiled: empty, an
   existing file (`UserError`), or not writable (`EnvironmentFault`)."""
@@ -85,9 +94,10 @@ def _user_error_types():
 
 
 class one_line_errors:
-  """Reports bad input (data, genotype, checkpoint, config value errors) as one stderr line and
-  exits with status 2, a diverged run (NaN or Inf) as one line with status 3; anything else is a
-  bug and keeps its traceback."""
+  """One stderr line instead of a traceback: bad input (data, genotype, checkpoint, config value
+  errors) exits with status 2, a fault of the machine (disk full, read-only, permissions) with 1,
+  a diverged run (NaN or Inf) with 3, Ctrl-C with 130; anything else is a bug and keeps its
+  traceback."""
 
   def __init__(self, prog: str):
     self.prog = prog
@@ -100,6 +110,19 @@ class one_line_errors:
     if isinstance(error, EnvironmentFault):
       print(f'{self.prog}: error: {error}', file=sys.stderr)
       sys.exit(1)
+    if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS:
+      where = f' writing {error.filename!r}' if error.filename else ''
+      print(f'{self.prog}: error: {os.strerror(error.errno)}{where}; the checkpoints already '
+            f'saved are kept: free space or fix permissions, then rerun the same command to '
+            f'resume', file=sys.stderr)
+      sys.exit(1)
+    if isinstance(error, Interrupted):
+      print(f'{self.prog}: {error}', file=sys.stderr)
+      sys.exit(130)
+    if isinstance(error, KeyboardInterrupt):
+      print(f'{self.prog}: interrupted before the run loop; rerun the same command to resume '
+            f'(from the last checkpoint, if there is one)', file=sys.stderr)
+      sys.exit(130)
     if isinstance(error, checkpoint.NonFiniteError):
       print(f'{self.prog}: stopped: {error}; the last good checkpoint and outputs are kept',
             file=sys.stderr)
@@ -122,15 +145,62 @@ def _config_override_error(error: Exception) -> str:
   return message + (f' (did you mean "{hint.group(1)}"?)' if hint else '')
 
 
+def _config_flag(argv: list[str]) -> str | None:
+  """The value of `--config` in `argv` (`--config=x` or `--config x`), None if absent."""
+  for i, arg in enumerate(argv[1:], 1):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def check_config_file(value: str) -> None:
+  """Loads a `--config` file as ml_collections will and refuses, in one line, one that cannot
+  give a config: missing, a syntax or import error, no `get_config`, an error inside it, or a
+  result that is not an `ml_collections.ConfigDict`."""
+  import importlib.util
+
+  import ml_collections
+  path, _, argument = value.partition(':')  # ml_collections' `file.py:argument` form
+  if not os.path.isfile(path):
+    raise UserError(f'--config {path!r}: no such file (a Python file with get_config(); the '
+                    f'packaged ones are in {CONFIG_DIR})')
+  try:
+    spec = importlib.util.spec_from_file_location('lease_jax_config_check', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  except Exception as e:  # noqa: BLE001 - any error of the user's file is reported, not raised
+    raise UserError(f'the config file {path!r} could not be loaded: {type(e).__name__}: '
+                    f'{str(e).splitlines()[0] if str(e) else ""}') from None
+  get_config = getattr(module, 'get_config', None)
+  if not callable(get_config):
+    raise UserError(f'the config file {path!r} has no get_config() function')
+  try:
+    config = get_config(argument) if argument else get_config()
+  except Exception as e:  # noqa: BLE001
+    raise UserError(f'{path}: get_config() raised {type(e).__name__}: '
+                    f'{str(e).splitlines()[0] if str(e) else ""}') from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise UserError(f'{path}: get_config() returned a {type(config).__name__}, not an '
+                    f'ml_collections.ConfigDict')
+
+
 def run_app(define_flags, main, prog: str):
   """Defines the flags and runs `main` under absl, reporting flag errors (a config file that does
   not load, a config field that does not exist, a bad value) as one line with exit status 2."""
   from absl import app, flags
   try:
+    config_file = _config_flag(sys.argv)
+    if config_file is not None:
+      check_config_file(config_file)
     define_flags()  # ml_collections resolves `--config.a.b=...` overrides here
     flags.FLAGS(sys.argv)
     if 'config' in flags.FLAGS:
       flags.FLAGS.config.keys()  # a config file that fails to load raises on first access
+  except UserError as e:
+    print(f'{prog}: error: {e}', file=sys.stderr)
+    sys.exit(2)
   except flags.Error as e:
     message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     print(f'{prog}: error: {message}', file=sys.stderr)

@@ -121,6 +121,25 @@ class ImageFolderSource:
   def __len__(self):
     return len(self.files)
 
+  def check_same_size(self, indices: np.ndarray) -> None:
+    """Refuses images of different sizes among `indices` before anything is compiled (reads only
+    each file's header: ~0.3 ms an image), naming the first image and one that differs."""
+    from PIL import Image
+    first = None
+    for i in np.sort(np.asarray(indices)):
+      path = self.files[int(i)]
+      try:
+        with Image.open(path) as image:
+          size = image.size
+      except OSError as e:
+        raise DataError(f'cannot decode image {path!r}: {e}') from None
+      if first is None:
+        first = (path, size)
+      elif size != first[1]:
+        raise DataError(f'images of different sizes: {first[0]!r} is {first[1][0]}x{first[1][1]}, '
+                        f'{path!r} is {size[0]}x{size[1]}; resize them to one size (only the '
+                        f'imagenet2012 transforms resize)')
+
   def __getitem__(self, i):
     from PIL import Image
     path = self.files[i]
@@ -354,6 +373,8 @@ class BatchStream:
       raise DataError(f'a stream of {len(indices)} examples cannot fill a batch of '
                       f'{batch_size}; lower the batch size or use more data')
     self.source, self.indices = source, np.asarray(indices)
+    if isinstance(source, ImageFolderSource) and not transform.kind.startswith('imagenet'):
+      source.check_same_size(self.indices)
     self.batch_size, self.seed, self.transform, self.shuffle = batch_size, seed, transform, shuffle
     ds = grain.MapDataset.source(self.indices)
     if shuffle:

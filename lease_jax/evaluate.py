@@ -20,6 +20,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -195,7 +196,7 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
   started = time.time()
   cfg = config.train
   cli_utils.check_workdir(workdir)
-  builders.check_config(config)
+  builders.check_config(config, 'train')
   mesh = parallel.make_mesh(config)
   info, train_source, test_source = data.load_sources(config.data)
   train, test = train_streams(config, info, train_source, test_source)
@@ -254,10 +255,11 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
         entry = {'epoch': epoch, 'step': step + 1,
                  'elapsed_s': elapsed_before + time.time() - started,
                  'train': epoch_averager.read(), 'test': last_test}
-        ckpt.save(step + 1, state, extra=sums())  # refuses a non-finite state
         history.append(entry)
-        if is_chief:
+        if is_chief:  # the history first: a run stopped before the checkpoint cuts it back
           checkpoint.write_jsonl(history_path, history)
+        ckpt.save(step + 1, state, extra=sums())  # refuses a non-finite state
+        if is_chief:
           progress.write(f'epoch {epoch}/{spec.epochs}: train loss {entry["train"]["train_loss"]:.3f}'
                          f' acc {entry["train"]["train_acc"]:.3f}; test error '
                          f'{last_test.get("test_error", float("nan")):.4f}')
@@ -271,6 +273,12 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
           'total_steps': total_steps, 'genotype': genotype.to_json_dict(),
           'test': history[-1]['test'] if history else {}}, indent=1)
     writer.close()
+    raise
+  except KeyboardInterrupt:
+    raise cli_utils.Interrupted(checkpoint.interrupted_line(ckpt, int(state.step))) from None
+  except OSError:  # e.g. a full disk while writing a plot: let the in-flight checkpoint land
+    with contextlib.suppress(Exception):
+      ckpt.settle()
     raise
   finally:
     progress.close()

@@ -24,6 +24,7 @@ ends bitwise identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -38,7 +39,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """Runs or resumes the search `config` describes in `workdir`; returns the summary."""
   started = time.time()
   cli_utils.check_workdir(workdir)
-  builders.check_config(config)
+  builders.check_config(config, 'search')
   table = spaces.benchmark_table(config)  # a bad table is refused before anything is compiled
   mesh = parallel.make_mesh(config)
   info, train_source, _ = data.load_sources(config.data)
@@ -115,6 +116,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                        'audience_val_loss')}, refresh=False)
       progress.update(1)
       if epoch_end:
+        checkpoint.check_finite_state(step + 1, state)  # before any output of this epoch
         epoch = (step + 1) // steps_per_epoch
         genotype = space.derive(state.alphas)
         alphas = jax.device_get(state.alphas)
@@ -127,15 +129,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if benchmark is not None:
           entry['benchmark'] = benchmark
           writer.write_scalars(step + 1, {f'benchmark/{k}': v for k, v in benchmark.items()})
-        ckpt.save(step + 1, state, extra=sums())  # refuses a non-finite state
         history.append(entry)
+        # The history first, then the checkpoint: a run stopped in between (killed, disk full)
+        # resumes from the previous checkpoint and cuts the history back to it.
+        if is_chief:
+          checkpoint.write_jsonl(history_path, history)
+          space.save(workdir, alphas, genotype)
+        ckpt.save(step + 1, state, extra=sums())  # refuses a non-finite state
         if search.spec.problem.has_audience:
           _draw_explanations(search.spec, state, pictured, mesh, info, is_chief,
                              os.path.join(plots, f'epoch{epoch:03d}_explanations.png'),
                              f'epoch {epoch}: explanations of fixed validation images')
         if is_chief:
-          checkpoint.write_jsonl(history_path, history)
-          space.save(workdir, alphas, genotype)
           space.draw(alphas, genotype, plots, f'epoch{epoch:03d}_', f'epoch {epoch}')
           visualize.draw_alpha_trajectory(history, os.path.join(plots, 'alphas_trajectory.png'),
                                           row_labels=space.row_labels, ops=space.ops)
@@ -157,6 +162,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
         ckpt.save(step + 1, state, extra=sums())
   except checkpoint.NonFiniteError as error:
     _stop_non_finite(ckpt, writer, workdir, is_chief, history, error, total_steps)
+    raise
+  except KeyboardInterrupt:
+    raise cli_utils.Interrupted(checkpoint.interrupted_line(ckpt, int(state.step))) from None
+  except OSError:  # e.g. a full disk while writing a plot: let the in-flight checkpoint land
+    with contextlib.suppress(Exception):
+      ckpt.settle()
     raise
   finally:
     if ticker is not None:

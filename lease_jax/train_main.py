@@ -29,8 +29,9 @@ def _define_flags():
 def _main(argv):
   del argv
   cli_utils.setup_jax(FLAGS.config)
-  from lease_jax import evaluate, search_space
+  from lease_jax import builders, evaluate, search_space
   with cli_utils.one_line_errors('lease-train'):
+    builders.check_config(FLAGS.config, 'train')
     if FLAGS.genotype is not None and not FLAGS.genotype.strip():
       raise search_space.GenotypeError('--genotype is empty; give a registry name (lease-genotype '
                                        'list) or a genotype JSON file, or omit the flag')

@@ -144,7 +144,7 @@ class CompileLog(logging.Handler):
   they are kept off the console."""
 
   _FINISHED = re.compile(r'Finished XLA compilation of (.+) in ([0-9.eE+-]+) sec')
-  _LOGGERS = ('jax._src.dispatch', 'jax._src.interpreters.pxla')
+  _LOGGERS = ('jax._src.dispatch', 'jax._src.interpreters.pxla', 'jax._src.compiler')
 
   def __init__(self, writer: MetricWriter, min_seconds: float = 1.0):
     super().__init__(level=logging.DEBUG)

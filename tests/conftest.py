@@ -21,3 +21,13 @@ def x64():
   """Runs the test with 64-bit floats (numerical derivative checks)."""
   with jax.enable_x64(True):
     yield
+
+
+@pytest.fixture(scope='session')
+def cli_env(tmp_path_factory):
+  """Environment of the command-line tests' subprocesses: CPU, the suite's fast-compile setting,
+  one compilation cache for the session (the first run compiles; the others load the same
+  executables)."""
+  cache = tmp_path_factory.mktemp('xla_cache')
+  return dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='true',
+              LEASE_JAX_CACHE=str(cache), PYTHONUNBUFFERED='1')

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cli_helpers import CONFIG_DIR
 
 from lease_jax import builders, data, lease, spaces
 from lease_jax.configs import nb201_cifar10_darts_1st, nb201_cifar10_darts_2nd
@@ -148,15 +149,11 @@ TINY_NB201 = ('--config.data.source=packaged', '--config.data.name=digits',
               '--config.search.log_every=2', '--config.explainer.channels=4',
               '--config.explainer.layers=1', '--config.explainer.impl=xla',
               '--config.audience.width=4')
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          'lease_jax', 'configs')
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory):
-  cache = tmp_path_factory.mktemp('xla_cache')
-  return dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='true',
-              LEASE_JAX_CACHE=str(cache), PYTHONUNBUFFERED='1')
+def env(cli_env):
+  return cli_env
 
 
 def _search(workdir, *extra, env):

@@ -10,28 +10,16 @@ import time
 
 import pytest
 
+from cli_helpers import TINY, run_cli, snapshot
+
 from lease_jax import search_space
 
-TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                    'lease_jax', 'configs', 'tiny.py')
 STEPS = 6
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory):
-  """Subprocess environment: CPU, the suite's fast-compile setting, a shared compilation cache
-  (the first run compiles; the others load the same executables)."""
-  cache = tmp_path_factory.mktemp('xla_cache')
-  return dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='true',
-              LEASE_JAX_CACHE=str(cache), PYTHONUNBUFFERED='1')
-
-
-def _cli(prog, *args, env, check=True, timeout=900):
-  result = subprocess.run([sys.executable, '-m', f'lease_jax.{prog}', *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
-  if check and result.returncode != 0:
-    raise AssertionError(f'{prog} {args} failed ({result.returncode}):\n{result.stderr[-3000:]}')
-  return result
+def env(cli_env):
+  return cli_env
 
 
 def _search_args(workdir, *extra):
@@ -42,19 +30,8 @@ def _search_args(workdir, *extra):
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory, env):
   workdir = tmp_path_factory.mktemp('search') / 'run'
-  _cli('main', *_search_args(workdir), env=env)
+  run_cli('main', *_search_args(workdir), env=env)
   return workdir
-
-
-def _snapshot(workdir):
-  """Every file under workdir with its bytes (to show nothing was touched)."""
-  out = {}
-  for root, _, files in os.walk(workdir):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        out[os.path.relpath(path, workdir)] = f.read()
-  return out
 
 
 def test_search_writes_every_output(uninterrupted):
@@ -93,7 +70,7 @@ def test_named_explanation_configs_run(tmp_path, env, name):
            '--config.explainer.channels=4', '--config.explainer.layers=1',
            '--config.explainer.impl=xla', '--config.audience.width=4',
            '--config.search.max_steps=2', '--config.search.checkpoint_every=2')
-  _cli('main', f'--config={cli_utils.config_path(name)}', f'--workdir={workdir}', *sizes,
+  run_cli('main', f'--config={cli_utils.config_path(name)}', f'--workdir={workdir}', *sizes,
        env=env)
   summary = json.loads((workdir / 'summary.json').read_text())
   assert summary['step'] == 2
@@ -117,7 +94,7 @@ def test_killed_search_resumes_bitwise(uninterrupted, tmp_path, env):
   process.send_signal(signal.SIGKILL)
   process.wait()
   assert not (workdir / 'summary.json').exists(), 'killed too late to test a resume'
-  resumed = _cli('main', *_search_args(workdir), env=env)
+  resumed = run_cli('main', *_search_args(workdir), env=env)
   assert 'resuming' in resumed.stdout
   for name in ('alphas.json', 'genotype.json'):
     assert (workdir / name).read_bytes() == (uninterrupted / name).read_bytes(), name
@@ -137,20 +114,20 @@ def _without_clock(workdir):
 def test_stopped_search_continues_bitwise(uninterrupted, tmp_path, env):
   """A run stopped by max_steps and continued with a larger one equals the uninterrupted run."""
   workdir = tmp_path / 'run'
-  _cli('main', f'--config={TINY}', f'--workdir={workdir}', '--config.search.max_steps=3',
+  run_cli('main', f'--config={TINY}', f'--workdir={workdir}', '--config.search.max_steps=3',
        env=env)
-  _cli('main', *_search_args(workdir), env=env)
+  run_cli('main', *_search_args(workdir), env=env)
   assert (workdir / 'alphas.json').read_bytes() == (uninterrupted / 'alphas.json').read_bytes()
 
 
 def test_different_config_in_workdir_is_refused(uninterrupted, env):
-  before = _snapshot(uninterrupted)
-  result = _cli('main', *_search_args(uninterrupted, '--config.search.gamma=0.5'), env=env,
+  before = snapshot(uninterrupted)
+  result = run_cli('main', *_search_args(uninterrupted, '--config.search.gamma=0.5'), env=env,
                 check=False)
   assert result.returncode == 2
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and 'different config' in lines[0] and 'search.gamma' in lines[0]
-  assert _snapshot(uninterrupted) == before
+  assert snapshot(uninterrupted) == before
 
 
 def test_train_end_to_end(tmp_path, env):
@@ -160,7 +137,7 @@ def test_train_end_to_end(tmp_path, env):
 
   from lease_jax.models import eval_network
   workdir = tmp_path / 'train'
-  result = _cli('train_main', f'--config={TINY}', '--genotype=DARTS_V2', f'--workdir={workdir}',
+  result = run_cli('train_main', f'--config={TINY}', '--genotype=DARTS_V2', f'--workdir={workdir}',
                 env=env)
   summary = json.loads((workdir / 'summary.json').read_text())
   assert 'test error' in result.stdout
@@ -191,7 +168,7 @@ def test_train_end_to_end(tmp_path, env):
 ])
 def test_bad_input_is_one_line(tmp_path, env, args, expected):
   workdir = tmp_path / 'run'
-  result = _cli('main', f'--config={TINY}', f'--workdir={workdir}', *args, env=env, check=False)
+  result = run_cli('main', f'--config={TINY}', f'--workdir={workdir}', *args, env=env, check=False)
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
   assert expected in lines[0], lines[0]
@@ -201,14 +178,14 @@ def test_bad_input_is_one_line(tmp_path, env, args, expected):
 def test_malformed_genotype_is_one_line(tmp_path, env):
   bad = tmp_path / 'genotype.json'
   bad.write_text('{"normal": [["sep_conv_3x3", 0]], "normal_concat": [2, 3, 4, 5]}')
-  result = _cli('train_main', f'--config={TINY}', f'--genotype={bad}',
+  result = run_cli('train_main', f'--config={TINY}', f'--genotype={bad}',
                 f'--workdir={tmp_path / "train"}', env=env, check=False)
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 2 and len(lines) == 1 and str(bad) in lines[0], result.stderr
 
 
 def test_empty_genotype_flag_is_one_line(tmp_path, env):
-  result = _cli('train_main', f'--config={TINY}', '--genotype=', f'--workdir={tmp_path / "t"}',
+  result = run_cli('train_main', f'--config={TINY}', '--genotype=', f'--workdir={tmp_path / "t"}',
                 env=env, check=False)
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 2 and len(lines) == 1 and '--genotype is empty' in lines[0]
@@ -232,7 +209,7 @@ def test_seed_launcher_reports_mean_and_std(tmp_path, env):
 
 def test_diverged_search_stops_without_saving_non_finite_values(tmp_path, env):
   workdir = tmp_path / 'run'
-  result = _cli('main', *_search_args(workdir, '--config.explainer.learning_rate=1e6',
+  result = run_cli('main', *_search_args(workdir, '--config.explainer.learning_rate=1e6',
                                       '--config.arch.learning_rate=1e6'), env=env, check=False)
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 3, result.stderr[-2000:]
