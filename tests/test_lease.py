@@ -1,8 +1,11 @@
 """The LeaSE iteration on the real supernet + ResNet-18 (the tiny config)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from lease_jax import builders, data, hypergrad, lease
@@ -26,7 +29,6 @@ def setup():
     searches[mode] = builders.build_search(config, info, train.steps_per_epoch)
   # Every mode shares one problem (and so one set of compiled pieces).
   problem = searches['hvp'].spec.problem
-  import dataclasses
   for mode in MODES:
     searches[mode] = dataclasses.replace(
         searches[mode], spec=dataclasses.replace(searches[mode].spec, problem=problem))
@@ -103,3 +105,36 @@ def test_explainer_term_decreases_over_iterations_on_a_fixed_batch(setup):
     state, metrics = step(state, train, train)  # validate on the batch it trains on
     losses.append(float(metrics['explainer_val_loss']))
   assert losses[-1] < losses[0], losses
+
+
+def test_accelerator_defaults_equal_the_cpu_path():
+  """The GPU/TPU defaults (`impl='auto'` → XLA's kernels, the whole iteration as one jitted
+  program) give the CPU defaults' iteration (sliced kernels, thin driver over jitted pieces) at
+  tiny size, hvp mode: the same new α and the same metrics (float32)."""
+  config = tiny.get_config()
+  config.search.mode = 'hvp'
+  info, train_source, _ = data.load_sources(config.data)
+  train, val = builders.search_streams(config, info, train_source)
+  # Gaussian images: digits' flat background ties max-pool windows, where the two kernels take
+  # different (equally valid) subgradients.
+  noise = lambda batch, key: dict(batch, image=jax.random.normal(key, batch['image'].shape))
+  batches = (noise(builders.to_device(train.batch(0)), jax.random.PRNGKey(1)),
+             noise(builders.to_device(val.batch(0)), jax.random.PRNGKey(2)))
+  results = {}
+  for impl, jit_whole in (('xla', True), ('slices', False)):
+    config.explainer.impl = impl
+    search = builders.build_search(config, info, train.steps_per_epoch)
+    # A by plain SGD with rate 1: the new α is α − ∇_A, so the hypergradients are compared
+    # (Adam's first step is lr·sign(∇_A), which flips on float32 noise where ∇_A ≈ 0).
+    spec = dataclasses.replace(search.spec, arch_tx=optax.sgd(1.0))
+    state = search.init_state(config.seed)
+    state = lease.init_state(spec, state.explainer, state.alphas, state.audience, state.rng)
+    state, metrics = lease.make_step(spec, jit_whole)(state, *batches)
+    results[impl] = jax.device_get((state.alphas, state.explainer, metrics))
+  (alphas, weights, metrics), (alphas_cpu, weights_cpu, metrics_cpu) = results.values()
+  flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
+  for new, cpu, tolerance in ((alphas, alphas_cpu, 1e-4), (weights, weights_cpu, 1e-4)):
+    error = np.linalg.norm(flat(new) - flat(cpu)) / np.linalg.norm(flat(cpu))
+    assert error <= tolerance
+  for key in metrics_cpu:
+    np.testing.assert_allclose(metrics[key], metrics_cpu[key], rtol=1e-3, atol=1e-6, err_msg=key)
