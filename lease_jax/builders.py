@@ -93,6 +93,9 @@ def check_config(config, job: str | None = None) -> None:
           "δ0 = 0 is exactly zero (δ' = 0); use start 'random' or target 'label'")
     _choice(config, 'explanation.audience_input', hypergrad.AUDIENCE_INPUTS)
     _choice(config, 'explainer.impl', kernels.IMPLS)
+    if config.explainer.impl == 'smooth' and config.get('space', 'darts') != 'darts':
+      raise cli_utils.UserError(f"explainer.impl 'smooth' is a study option of the DARTS space; "
+                                f"space {config.space!r} accepts 'auto', 'slices', 'xla'")
     for field in ('search.gamma', 'explanation.epsilon_pixels', 'hypergrad.fd_radius'):
       _at_least(config, field, 0)
     for field in ('search.epochs', 'search.batch_size', 'explainer.channels',
@@ -131,8 +134,10 @@ def build_search(config, info: data.DatasetInfo, steps_per_epoch: int,
   audience = None
   audience_apply = audience_tx = None
   if gamma > 0:
+    # 'smooth' (a study option) smooths the audience's kinks as well as the explainer's
     audience = audience_lib.ResNet18(num_classes=info.num_classes, width=au.width,
-                                     bn_groups=bn_groups)
+                                     bn_groups=bn_groups,
+                                     impl='smooth' if ex.impl == 'smooth' else 'auto')
     _, audience_apply = audience_lib.make_audience(audience)
     audience_tx = optim.weights_optimizer(au.learning_rate, au.learning_rate_min, au.momentum,
                                           au.weight_decay, search.epochs, steps_per_epoch)

@@ -443,11 +443,10 @@ def _central_difference(grad_fn, base, direction, radius_numerator):
   return jax.tree.map(lambda p, m: (p - m) / (2 * r), plus, minus)
 
 
-def _implicit_product(problem, mode, E, A, train, w_E):
+def _implicit_product(problem, mode, E, A, train, w_E, radius):
   if mode == 'hvp':
     return _implicit_product_hvp(problem, E, A, train, w_E)
-  return _central_difference(lambda e: explainer_grads(problem, e, A, train)[3], E, w_E,
-                             problem.fd_radius)
+  return _central_difference(lambda e: explainer_grads(problem, e, A, train)[3], E, w_E, radius)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,7 +455,8 @@ def _implicit_product(problem, mode, E, A, train, w_E):
 
 def hypergradient(mode: str, problem: Problem, *, E, A, W, explainer_state, audience_state,
                   train: Batch, val: Batch, delta0: Array | None = None,
-                  key: Array | None = None, split_terms: bool = True) -> Hypergradient:
+                  key: Array | None = None, split_terms: bool = True,
+                  fd_radius: Array | float | None = None) -> Hypergradient:
   """∇_A O_A of one LeaSE iteration (Eq. 9), by `mode` (see the module docstring).
 
   Args:
@@ -470,6 +470,9 @@ def hypergradient(mode: str, problem: Problem, *, E, A, W, explainer_state, audi
     split_terms: in 'hvp' / 'finite_difference', also compute the explainer term (one more
       implicit product; the audience term is the total minus it). The total is computed the same
       way either way. 'exact' always splits (a second backward pass).
+    fd_radius: 'finite_difference' only: the radius numerator, instead of `problem.fd_radius`;
+      it may be a traced scalar, so that one compiled program serves every radius (the
+      radius sweeps of `experiments/fd_error_curve.py`).
 
   Returns:
     `Hypergradient(total, explainer, audience, metrics)`, each gradient shaped like A.
@@ -487,6 +490,7 @@ def hypergradient(mode: str, problem: Problem, *, E, A, W, explainer_state, audi
     delta0 = explanation_start(key, train['image'].shape, problem.explanation,
                           train['image'].dtype)
 
+  radius = problem.fd_radius if fd_radius is None else fd_radius
   if mode == 'exact':
     total, explainer_term, metrics = _exact(problem, A, E, W, explainer_state, audience_state,
                                             train, val, delta0)
@@ -514,7 +518,7 @@ def hypergradient(mode: str, problem: Problem, *, E, A, W, explainer_state, audi
       u_delta = _audience_product_hvp(problem, W, delta, train, w_W)
     else:
       u_delta = _central_difference(lambda w: _audience_grad_delta(problem, w, delta, train), W,
-                                    w_W, problem.fd_radius)
+                                    w_W, radius)
     u_delta = tree_scale(problem.gamma, _explain_vjp(problem, delta_raw, u_delta))
     if problem.explanation.sign:
       # The detached sign step: δ' does not depend on E' or A.
@@ -525,8 +529,7 @@ def hypergradient(mode: str, problem: Problem, *, E, A, W, explainer_state, audi
         u_E, u_A = _explanation_product_hvp(problem, delta0, E1, A, train, u_delta)
       else:
         u_E, u_A = _central_difference(
-            lambda d: _explanation_grads(problem, d, E1, A, train), delta0, u_delta,
-            problem.fd_radius)
+            lambda d: _explanation_grads(problem, d, E1, A, train), delta0, u_delta, radius)
       step = problem.explanation.step_size
       u_E, u_A = tree_scale(step, u_E), tree_scale(step, u_A)
 
@@ -534,7 +537,7 @@ def hypergradient(mode: str, problem: Problem, *, E, A, W, explainer_state, audi
   # depend on which steps logged the split (bitwise-identical resumes).
   c_E = v_E if u_E is None else tree_add(v_E, u_E)
   w_E = _update_vjp(problem.explainer_tx, g_E, explainer_state, E, c_E)
-  total = tree_add(d_A, _implicit_product(problem, mode, E, A, train, w_E))
+  total = tree_add(d_A, _implicit_product(problem, mode, E, A, train, w_E, radius))
   if u_A is not None:
     total = tree_add(total, u_A)
   if not problem.has_audience:
@@ -542,6 +545,6 @@ def hypergradient(mode: str, problem: Problem, *, E, A, W, explainer_state, audi
   if not split_terms:
     return Hypergradient(total, None, None, metrics)
   w_v = _update_vjp(problem.explainer_tx, g_E, explainer_state, E, v_E)
-  explainer_term = tree_add(d_A, _implicit_product(problem, mode, E, A, train, w_v))
+  explainer_term = tree_add(d_A, _implicit_product(problem, mode, E, A, train, w_v, radius))
   return Hypergradient(total, explainer_term, jax.tree.map(jnp.subtract, total, explainer_term),
                        metrics)

@@ -234,16 +234,27 @@ ad.defbilinear(
     lambda ct, x, g, **p: conv_p.bind(x, ct, **_geometry(p)))
 
 
-IMPLS = ('auto', 'slices', 'xla')
+IMPLS = ('auto', 'slices', 'xla', 'smooth')
 
 
 def resolve(impl: str) -> str:
-  """'auto' is 'slices' on CPU and 'xla' on accelerators (their grouped convolutions are fast)."""
+  """'auto' is 'slices' on CPU and 'xla' on accelerators (their grouped convolutions are fast);
+  'smooth' is 'xla' with the kinks smoothed (`relu`, `max_pool`)."""
   if impl not in IMPLS:
     raise ValueError(f'kernel implementation {impl!r}; accepted: {", ".join(IMPLS)}')
   if impl == 'auto':
     return 'slices' if jax.default_backend() == 'cpu' else 'xla'
-  return impl
+  return 'xla' if impl == 'smooth' else impl
+
+
+def relu(x: Array, impl: str = 'auto') -> Array:
+  """ReLU; with `impl='smooth'`, GELU (exact, erf-based), which has no kink.
+
+  'smooth' is a study option, not a search setting: it makes every network function C∞ (with
+  `max_pool` averaging), so that the finite-difference hypergradient's error against the exact
+  product can be split into truncation at kinks and float round-off (issue 11's V-curves).
+  """
+  return jax.nn.gelu(x, approximate=False) if impl == 'smooth' else jax.nn.relu(x)
 
 
 def depthwise_conv(x: Array, kernel: Array, stride: int = 1, padding: int = 0,
@@ -299,7 +310,9 @@ def avg_pool(x: Array, kernel: int, stride: int, padding: int, impl: str = 'auto
 
 
 def max_pool(x: Array, stride: int, impl: str = 'auto') -> Array:
-  """`nn.MaxPool2d(3, stride, padding=1)`."""
+  """`nn.MaxPool2d(3, stride, padding=1)`; with `impl='smooth'` the 3x3 average (no kink)."""
+  if impl == 'smooth':
+    return avg_pool(x, 3, stride, 1, impl)
   if resolve(impl) == 'xla':
     return _xla_window(x, lax.max, -jnp.inf, 3, stride, 1)
   return _max_pool_slices(x, stride)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lease_jax.kernels import avg_pool, depthwise_conv, max_pool
+from lease_jax.kernels import avg_pool, depthwise_conv, max_pool, relu
 
 Array = jax.Array
 ModuleDef = Any
@@ -196,10 +196,11 @@ class ReLUConvBN(nn.Module):
 
   features: int
   norm: ModuleDef
+  impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    return self.norm()(PointwiseConv(self.features)(nn.relu(x)))
+    return self.norm()(PointwiseConv(self.features)(relu(x, self.impl)))
 
 
 class FactorizedReduce(nn.Module):
@@ -207,12 +208,13 @@ class FactorizedReduce(nn.Module):
 
   features: int
   norm: ModuleDef
+  impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     if self.features % 2:
       raise ValueError(f'FactorizedReduce needs an even channel count, got {self.features}')
-    x = nn.relu(x)
+    x = relu(x, self.impl)
     half = self.features // 2
     even = PointwiseConv(half, stride=2, name='conv_1')(x)
     odd = PointwiseConv(half, stride=2, name='conv_2')(x[:, 1:, 1:, :])
@@ -232,9 +234,9 @@ class SepConv(nn.Module):
   def __call__(self, x: Array) -> Array:
     k, c_in = self.kernel_size, x.shape[-1]
     pad = (k - 1) // 2
-    x = DepthwiseConv(k, self.stride, pad, impl=self.impl)(nn.relu(x))
+    x = DepthwiseConv(k, self.stride, pad, impl=self.impl)(relu(x, self.impl))
     x = self.norm()(PointwiseConv(c_in)(x))
-    x = DepthwiseConv(k, 1, pad, impl=self.impl)(nn.relu(x))
+    x = DepthwiseConv(k, 1, pad, impl=self.impl)(relu(x, self.impl))
     return self.norm()(PointwiseConv(self.features)(x))
 
 
@@ -251,7 +253,8 @@ class DilConv(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     pad = self.dilation * (self.kernel_size - 1) // 2
-    x = DepthwiseConv(self.kernel_size, self.stride, pad, self.dilation, self.impl)(nn.relu(x))
+    x = DepthwiseConv(self.kernel_size, self.stride, pad, self.dilation, self.impl)(
+        relu(x, self.impl))
     return self.norm()(PointwiseConv(self.features)(x))
 
 
@@ -316,7 +319,8 @@ def make_op(name: str, channels: int, stride: int, norm: ModuleDef, *, search: b
     search: True inside the search network's MixedOp, where pooling is followed by BN
       (affine=False), as DARTS's `model_search.MixedOp` does.
     module_name: the Flax submodule name.
-    impl: depthwise-convolution and pooling kernels ('auto', 'slices', 'xla'; see `kernels`).
+    impl: depthwise-convolution and pooling kernels ('auto', 'slices', 'xla', 'smooth'; see
+      `kernels`).
   """
   kw = dict(name=module_name)
   if name == 'none':
@@ -324,7 +328,7 @@ def make_op(name: str, channels: int, stride: int, norm: ModuleDef, *, search: b
   if name in ('max_pool_3x3', 'avg_pool_3x3'):
     return Pool(name[:3], stride, norm if search else None, impl, **kw)
   if name == 'skip_connect':
-    return Identity(**kw) if stride == 1 else FactorizedReduce(channels, norm, **kw)
+    return Identity(**kw) if stride == 1 else FactorizedReduce(channels, norm, impl, **kw)
   if name.startswith('sep_conv_'):
     return SepConv(channels, int(name[-1]), stride, norm, impl, **kw)
   if name.startswith('dil_conv_'):

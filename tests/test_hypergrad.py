@@ -223,3 +223,21 @@ def test_bad_mode_and_missing_start():
     run('hvp', problem, inputs)
   with pytest.raises(ValueError, match='gamma must be >= 0'):
     make_problem(gamma=-1.0)
+
+
+def test_a_traced_radius_equals_the_problems_radius(x64):
+  """`fd_radius=` (traced: one program for every radius) gives what `Problem.fd_radius` gives."""
+  inputs = make_inputs()
+  swept = jax.jit(lambda r: run('finite_difference', make_problem(), inputs, fd_radius=r).total)
+  for radius in (1e-1, 1e-3):
+    static = run('finite_difference', make_problem(fd_radius=radius), inputs).total
+    assert rel_err(swept(radius), static) <= 1e-12
+
+
+def test_the_radius_option_reaches_the_finite_difference():
+  from lease_jax import builders, data
+  from lease_jax.configs import tiny
+  config = tiny.get_config()
+  config.hypergrad.fd_radius = 0.37
+  info, _, _ = data.load_sources(config.data)
+  assert builders.build_search(config, info, 3).spec.problem.fd_radius == 0.37

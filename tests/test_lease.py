@@ -138,3 +138,35 @@ def test_accelerator_defaults_equal_the_cpu_path():
     assert error <= tolerance
   for key in metrics_cpu:
     np.testing.assert_allclose(metrics[key], metrics_cpu[key], rtol=1e-3, atol=1e-6, err_msg=key)
+
+
+def test_smooth_supernet_finite_difference_converges_to_hvp_in_float64():
+  """With every kink smoothed (GELU, average pooling) and float64, the paper's finite difference
+  on the real supernet + ResNet-18 converges to the exact product as r shrinks, ~r² (central
+  differences), in both terms. Wrong products (a missing term, a wrong transpose) would leave a
+  floor that no radius removes."""
+  config = tiny.get_config()
+  config.explainer.impl = 'smooth'
+  with jax.enable_x64(True):
+    info, train_source, _ = data.load_sources(config.data)
+    train, val = builders.search_streams(config, info, train_source)
+    search = builders.build_search(config, info, train.steps_per_epoch)
+    as64 = lambda tree: jax.tree.map(
+        lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+    state = as64(search.init_state(config.seed))
+    batches = [as64(builders.to_device(s.batch(0))) for s in (train, val)]
+    problem = search.spec.problem
+    inputs = dict(E=state.explainer, A=state.alphas, W=state.audience,
+                  explainer_state=state.explainer_opt_state,
+                  audience_state=state.audience_opt_state, train=batches[0], val=batches[1],
+                  delta0=lease.virtual_start(search.spec, state, batches[0]['image']))
+    flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
+    hvp = jax.jit(lambda: hypergrad.hypergradient('hvp', problem, **inputs))()
+    fd = jax.jit(lambda r: hypergrad.hypergradient('finite_difference', problem, fd_radius=r,
+                                                   **inputs))
+    for term in ('explainer', 'audience'):
+      exact = flat(getattr(hvp, term))
+      errors = [np.linalg.norm(flat(getattr(fd(r), term)) - exact) / np.linalg.norm(exact)
+                for r in (1e-1, 1e-2, 1e-3)]
+      assert errors[0] > 20 * errors[1] > 400 * errors[2], (term, errors)
+      assert errors[2] < 1e-3, (term, errors)  # measured: audience 0.70, 0.013, 1.3e-4

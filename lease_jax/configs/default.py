@@ -49,7 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
       steps=4,
       multiplier=4,
       stem_multiplier=3,
-      impl='auto',              # kernels: 'auto' | 'slices' (fast on CPU) | 'xla' (fast compile)
+      # kernels: 'auto' | 'slices' (fast on CPU) | 'xla' (fast compile) | 'smooth' (a study
+      # option: 'xla' with GELU for ReLU and average for max pooling, explainer and audience)
+      impl='auto',
       remat=True,
       learning_rate=0.025,
       learning_rate_min=0.001,

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lease_jax import ops
+from lease_jax import kernels, ops
 
 Array = jax.Array
 
@@ -22,14 +22,15 @@ class BasicBlock(nn.Module):
   features: int
   stride: int
   norm: ops.ModuleDef
+  impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    y = nn.relu(self.norm()(ops.Conv(self.features, 3, self.stride, 1)(x)))
+    y = kernels.relu(self.norm()(ops.Conv(self.features, 3, self.stride, 1)(x)), self.impl)
     y = self.norm()(ops.Conv(self.features, 3, 1, 1)(y))
     if self.stride != 1 or x.shape[-1] != self.features:
       x = self.norm()(ops.Conv(self.features, 1, self.stride, 0)(x))
-    return nn.relu(x + y)
+    return kernels.relu(x + y, self.impl)
 
 
 class ResNet18(nn.Module):
@@ -39,19 +40,21 @@ class ResNet18(nn.Module):
     num_classes: classifier outputs.
     width: channels of the first stage (64); stages double it.
     bn_groups: BatchNorm statistics over this many equal slices of the batch.
+    impl: 'smooth' replaces ReLU by GELU (`kernels.relu`; a study option); anything else, ReLU.
   """
 
   num_classes: int = 10
   width: int = 64
   bn_groups: int = 1
+  impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     norm = lambda: ops.BatchNorm(affine=True, groups=self.bn_groups)
-    x = nn.relu(norm()(ops.Conv(self.width, 3, 1, 1, name='stem')(x)))
+    x = kernels.relu(norm()(ops.Conv(self.width, 3, 1, 1, name='stem')(x)), self.impl)
     for stage, stride in enumerate((1, 2, 2, 2)):
       for block in range(2):
-        x = BasicBlock(self.width * 2 ** stage, stride if block == 0 else 1, norm,
+        x = BasicBlock(self.width * 2 ** stage, stride if block == 0 else 1, norm, self.impl,
                        name=f'layer{stage + 1}_{block}')(x)
     return ops.Dense(self.num_classes, name='classifier')(jnp.mean(x, axis=(1, 2)))
 

@@ -151,10 +151,10 @@ class SearchCell(nn.Module):
   def __call__(self, s0: Array, s1: Array, weights: Array) -> Array:
     c = self.channels
     if self.reduction_prev:
-      s0 = ops.FactorizedReduce(c, self.norm, name='preprocess0')(s0)
+      s0 = ops.FactorizedReduce(c, self.norm, self.impl, name='preprocess0')(s0)
     else:
-      s0 = ops.ReLUConvBN(c, self.norm, name='preprocess0')(s0)
-    s1 = ops.ReLUConvBN(c, self.norm, name='preprocess1')(s1)
+      s0 = ops.ReLUConvBN(c, self.norm, self.impl, name='preprocess0')(s0)
+    s1 = ops.ReLUConvBN(c, self.norm, self.impl, name='preprocess1')(s1)
 
     input_rows, input_src, inner_rows, inner_src, inner_dst = edge_schedule(self.steps)
     stride = 2 if self.reduction else 1
