@@ -167,3 +167,16 @@ def test_ctrl_c_stops_with_one_line_after_the_checkpoint_lands(tmp_path, cli_env
   line = _assert_one_line(result, 130, 'interrupted at step', 'rerun the same command')
   resumes_from = int(line.rsplit('from step ', 1)[1])
   assert resumes_from >= 3 and str(resumes_from) in os.listdir(workdir / 'checkpoints')
+
+
+@pytest.mark.parametrize('override, expected', [
+    ("--config.compare.settings=('hvp','fd_zero')", "compare.settings: 'fd_zero'; accepted"),
+    ('--config.compare.points=0', 'compare.points = 0'),
+    ('--config.search.mode=exactly', "search.mode 'exactly'"),
+])
+def test_lease_compare_grads_bad_input_is_one_line(tmp_path, cli_env, override, expected):
+  from lease_jax import cli_utils
+  result = run_cli('compare', f'--config={cli_utils.config_path("compare_hypergrads")}',
+                   f'--workdir={tmp_path / "cmp"}', override, env=cli_env, check=False)
+  _assert_one_line(result, 2, expected)
+  assert not (tmp_path / 'cmp').exists()

@@ -1,4 +1,4 @@
-"""Exact vs hvp vs finite-difference vs first-order hypergradients along a short search.
+"""Exact against approximate hypergradients along a short search (digits; see lease_jax/compare.py).
 
   lease-compare-grads --config=configs/compare_hypergrads.py --workdir=experiments/results/compare
   # real CIFAR-10 images (the JPEG archive of ../shared/data, extracted):
@@ -24,5 +24,12 @@ def get_config():
   config.explainer.layers = 3
   config.explainer.impl = 'xla'
   config.audience.width = 16
-  config.compare = ml_collections.ConfigDict(dict(points=4, every=5))
+  config.compare = ml_collections.ConfigDict(dict(
+      points=4, every=5,
+      # see lease_jax/compare.py: the modes, the finite difference at three radii, the official
+      # code's explanations, and DARTS-2nd's own objective (γ = 0)
+      settings=('exact', 'hvp', 'fd_0.001', 'fd_0.01', 'fd_0.1', 'first_order', 'official_sign',
+                'darts2_hvp', 'darts2_fd_0.01', 'darts2_first_order'),
+      timeout_s=3600,           # a setting's process that runs longer is reported, not waited on
+  ))
   return config

@@ -1,0 +1,131 @@
+"""Does the hypergradient's approximation change the search? The same search (seed, batches, δ0
+keys: all functions of (seed, step)) with `hvp` (exact), the paper's `finite_difference` and
+`first_order`; the derived cell of every epoch, the edges where it differs from hvp's, and α's
+distance from hvp's α over the epochs.
+
+  python experiments/mode_searches.py --data_dir=/tmp/cifar10-jpeg --workdir=runs/mode_searches \
+      --results=experiments/results/compare_hypergrads_cifar10/searches
+
+Each search is `lease-search` on `configs/search_cifar10_small.py` (resumable: the same command
+skips finished searches and resumes an unfinished one); then `searches.md`, `searches.csv` and
+`alpha_distance.png` are written from the runs' `history.jsonl`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+MODES = ('hvp', 'finite_difference', 'first_order')
+CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'lease_jax',
+                      'configs', 'search_cifar10_small.py')
+
+
+def read_history(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, 'history.jsonl')) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def differing_edges(genotype: dict, reference: dict) -> list[str]:
+  """The (cell, node, op <- input) choices of `genotype` that `reference` does not make."""
+  out = []
+  for cell in ('normal', 'reduce'):
+    for node in range(len(genotype[cell]) // 2):
+      mine = {tuple(e) for e in genotype[cell][2 * node:2 * node + 2]}
+      theirs = {tuple(e) for e in reference[cell][2 * node:2 * node + 2]}
+      out += [f'{cell} node {node}: {op}<-{src}' for op, src in sorted(mine - theirs)]
+  return out
+
+
+def alpha_vector(entry: dict) -> np.ndarray:
+  return np.concatenate([np.ravel(entry['alphas'][k]) for k in sorted(entry['alphas'])])
+
+
+def compare_histories(histories: dict[str, list[dict]]) -> list[dict]:
+  """One row per (mode, epoch): the cell's differences from hvp's and α's distance to hvp's."""
+  reference = histories['hvp']
+  rows = []
+  for mode, history in histories.items():
+    for entry, ref in zip(history, reference):
+      a, r = alpha_vector(entry), alpha_vector(ref)
+      differs = differing_edges(entry['genotype'], ref['genotype'])
+      rows.append({'mode': mode, 'epoch': entry['epoch'], 'step': entry['step'],
+                   'edges_differing': len(differs), 'differences': '; '.join(differs),
+                   'alpha_distance': float(np.linalg.norm(a - r)),
+                   'alpha_norm_hvp': float(np.linalg.norm(r)),
+                   'explainer_val_acc': entry['metrics'].get('explainer_val_acc'),
+                   'audience_val_acc': entry['metrics'].get('audience_val_acc')})
+  return rows
+
+
+def write_results(results: str, rows: list[dict], histories: dict, command: str) -> None:
+  os.makedirs(results, exist_ok=True)
+  with open(os.path.join(results, 'searches.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  lines = [f'Command: `{command}`', '', '| mode | epoch | edges differing from hvp | '
+           '‖α − α_hvp‖ | ‖α_hvp‖ | explainer val acc | audience val acc |',
+           '|---|---|---|---|---|---|---|']
+  fmt = lambda v: '–' if v is None else f'{v:.3f}'
+  for r in rows:
+    lines.append(f'| {r["mode"]} | {r["epoch"]} | {r["edges_differing"]} of 16 | '
+                 f'{r["alpha_distance"]:.4f} | {r["alpha_norm_hvp"]:.4f} | '
+                 f'{fmt(r["explainer_val_acc"])} | {fmt(r["audience_val_acc"])} |')
+  lines += ['', '## Final cells', '']
+  for mode, history in histories.items():
+    lines.append(f'- {mode}: `{json.dumps(history[-1]["genotype"])}`')
+  with open(os.path.join(results, 'searches.md'), 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  for mode in histories:
+    if mode == 'hvp':
+      continue
+    sel = [r for r in rows if r['mode'] == mode]
+    axes[0].plot([r['epoch'] for r in sel], [r['alpha_distance'] for r in sel], 'o-', label=mode)
+    axes[1].plot([r['epoch'] for r in sel], [r['edges_differing'] for r in sel], 'o-',
+                 label=mode)
+  axes[0].set_title('‖α − α_hvp‖ per epoch')
+  axes[1].set_title("edges of the derived cells that differ from hvp's (of 16)")
+  for ax in axes:
+    ax.set_xlabel('epoch')
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(os.path.join(results, 'alpha_distance.png'), dpi=110)
+  plt.close(fig)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--data_dir', required=True, help='the CIFAR-10 (JPEG) image folder root')
+  parser.add_argument('--workdir', required=True)
+  parser.add_argument('--results', required=True)
+  parser.add_argument('--seed', type=int, default=1)
+  args, extra = parser.parse_known_args()
+  histories = {}
+  for mode in MODES:
+    workdir = os.path.join(args.workdir, mode)
+    summary = os.path.join(workdir, 'summary.json')
+    if not (os.path.exists(summary) and json.load(open(summary)).get('finished')):
+      print(f'{mode}: searching in {workdir}', flush=True)
+      subprocess.run([sys.executable, '-m', 'lease_jax.main', f'--config={CONFIG}',
+                      f'--workdir={workdir}', f'--config.data.data_dir={args.data_dir}',
+                      f'--config.seed={args.seed}', f'--config.search.mode={mode}', *extra],
+                     check=True)
+    histories[mode] = read_history(workdir)
+  command = 'python experiments/mode_searches.py ' + ' '.join(sys.argv[1:])
+  write_results(args.results, compare_histories(histories), histories, command)
+  print(open(os.path.join(args.results, 'searches.md')).read())
+
+
+if __name__ == '__main__':
+  main()

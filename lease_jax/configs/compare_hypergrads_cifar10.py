@@ -1,0 +1,26 @@
+"""Exact against approximate hypergradients along a real search: CIFAR-10 (JPEG), the small
+supernet (5 cells, C = 8), the library's default explanations.
+
+  lease-compare-grads --config=configs/compare_hypergrads_cifar10.py \
+      --workdir=runs/compare_cifar10 --config.data.data_dir=/tmp/cifar10-jpeg
+
+20 points, 10 steps apart, of an hvp search on a class-balanced 5,000 images (2,500 + 2,500);
+at each, every setting of `compare.settings` (lease_jax/compare.py). `exact` compiles the whole
+unrolled chain as one program: if it does not finish within `compare.timeout_s`, the report says
+so and `hvp` (tested equal to it) is the reference.
+"""
+
+from lease_jax.configs import compare_hypergrads
+
+
+def get_config():
+  config = compare_hypergrads.get_config()
+  config.data.update(dict(source='image_folder', name='cifar10', data_dir='',
+                          max_examples=5000, augment='crop_flip', padding=4, workers=2))
+  config.explainer.layers = 5
+  config.explainer.channels = 8
+  config.explainer.impl = 'xla'
+  config.audience.width = 16
+  config.search.batch_size = 16
+  config.compare.update(dict(points=20, every=10, timeout_s=2400))
+  return config

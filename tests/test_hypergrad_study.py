@@ -1,0 +1,45 @@
+"""The comparison of hypergradients (`lease-compare-grads`): settings and agreement measures."""
+
+import numpy as np
+import pytest
+
+from lease_jax import cli_utils, hypergrad_study
+from lease_jax.configs import compare_hypergrads
+
+
+def test_settings_parse_with_their_references():
+  fd = hypergrad_study.parse_setting('fd_0.01')
+  assert (fd.mode, fd.radius, fd.darts2) == ('finite_difference', 0.01, False)
+  assert fd.reference == ('exact', 'hvp')
+  darts2 = hypergrad_study.parse_setting('darts2_fd_1e-3')
+  assert (darts2.mode, darts2.radius, darts2.darts2) == ('finite_difference', 1e-3, True)
+  assert darts2.reference == ('darts2_exact', 'darts2_hvp')
+  official = hypergrad_study.parse_setting('official_sign')
+  assert official.mode == 'hvp' and official.official_sign
+  for bad in ('fd_', 'fd_-1', 'darts2_official_sign', 'hvp2'):
+    with pytest.raises(cli_utils.UserError, match='accepted'):
+      hypergrad_study.parse_setting(bad)
+
+
+def test_setting_configs():
+  config = compare_hypergrads.get_config()
+  darts2 = hypergrad_study.setting_config(config, hypergrad_study.parse_setting('darts2_hvp'))
+  assert darts2.search.gamma == 0 and config.search.gamma == 1
+  official = hypergrad_study.setting_config(config,
+                                            hypergrad_study.parse_setting('official_sign'))
+  assert official.explanation.sign and official.explanation.target == 'label'
+  assert not config.explanation.sign
+
+
+def test_agreement_measures():
+  shapes = [[2, 3]]
+  ref = np.array([-1.0, 0.5, 0.2, 0.3, -0.1, -2.0])
+  same = hypergrad_study.agreement(2 * ref, ref, shapes)
+  assert same['cos'] == pytest.approx(1) and same['relerr'] == pytest.approx(1)
+  assert same['sign_agree'] == 1 and same['edge_agree'] == 1
+  # the second edge's most favoured op moves from 2 to 1; two signs flip
+  other = np.array([-1.0, 0.5, 0.2, 0.3, -3.0, 2.0])
+  measured = hypergrad_study.agreement(other, ref, shapes)
+  assert measured['edge_agree'] == 0.5 and measured['sign_agree'] == pytest.approx(5 / 6)
+  zero = hypergrad_study.agreement(np.zeros(6), ref, shapes)
+  assert np.isnan(zero['cos']) and np.isnan(zero['edge_agree']) and zero['relerr'] == 1
