@@ -3,6 +3,7 @@
   python benchmarks/bench_search_step.py --size tiny                       # smoke (the suite)
   python benchmarks/bench_search_step.py --size full --out experiments/results/bench_full
   python benchmarks/bench_search_step.py --size small --variants lease_hvp,darts_2nd_fd
+  python benchmarks/bench_search_step.py --size small --check-hvp          # hvp = exact?
 
 For each variant, in a fresh process (so peak memory is its own): the compile time (the first
 iteration minus a compiled one: every jitted piece compiles on its first call), the compiled
@@ -77,16 +78,11 @@ def _timed(fn) -> float:
   return time.perf_counter() - start
 
 
-def measure(size: str, variant: str, impl: str, jit_whole: bool, repeats: int) -> dict:
-  """One variant, in this (child) process."""
-  import functools
-
-  import jax
+def _random_cifar(config):
+  """(search, state, two (train, val) batches) on random CIFAR-shaped images."""
   import numpy as np
 
-  from lease_jax import builders, data, lease
-
-  config = _config(size, variant, impl, jit_whole)
+  from lease_jax import builders, data
   batch = config.search.batch_size
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (4 * batch, 32, 32, 3), dtype=np.uint8)
@@ -95,9 +91,46 @@ def measure(size: str, variant: str, impl: str, jit_whole: bool, repeats: int) -
                           data.KNOWN['cifar10'][3])
   train, val = builders.search_streams(config, info, source)
   search = builders.build_search(config, info, steps_per_epoch=1000)
-  state = search.init_state(0)
   batches = [(builders.to_device(train.batch(k)), builders.to_device(val.batch(k)))
              for k in range(2)]
+  return search, search.init_state(0), batches
+
+
+def check_hvp(size: str, impl: str) -> float:
+  """The relative error of LeaSE's hvp hypergradient against the exact one (one program) at
+  the initial state, at the highest matmul precision (no TF32 on A100/H100)."""
+  import jax
+  import numpy as np
+
+  from lease_jax import hypergrad, lease
+  config = _config(size, 'lease_exact', impl, True)
+  search, state, ((train, val), _) = _random_cifar(config)
+  problem = search.spec.problem
+  kw = dict(E=state.explainer, A=state.alphas, W=state.audience,
+            explainer_state=state.explainer_opt_state, audience_state=state.audience_opt_state,
+            train=train, val=val, delta0=lease.virtual_start(search.spec, state, train['image']))
+  flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
+  with jax.default_matmul_precision('highest'):
+    exact = jax.jit(lambda: hypergrad.hypergradient('exact', problem, **kw))()
+    hvp = jax.jit(lambda: hypergrad.hypergradient('hvp', problem, **kw))()
+  errors = {term: float(np.linalg.norm(flat(getattr(hvp, term)) - flat(getattr(exact, term)))
+                        / np.linalg.norm(flat(getattr(exact, term))))
+            for term in ('total', 'explainer', 'audience')}
+  print(f'hvp against exact at size {size} ({jax.devices()[0].device_kind}): relative error '
+        + ', '.join(f'{term} {e:.2e}' for term, e in errors.items()), flush=True)
+  return max(errors.values())
+
+
+def measure(size: str, variant: str, impl: str, jit_whole: bool, repeats: int) -> dict:
+  """One variant, in this (child) process."""
+  import functools
+
+  import jax
+
+  from lease_jax import lease
+
+  config = _config(size, variant, impl, jit_whole)
+  search, state, batches = _random_cifar(config)
   step = lease.make_step(search.spec, jit_whole)
 
   def run(k):
@@ -203,8 +236,13 @@ def main(argv=None) -> int:
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--timeout', type=float, default=1800, help='seconds per variant')
   parser.add_argument('--out', default='', help='folder for bench_<size>.json / .md')
+  parser.add_argument('--check-hvp', action='store_true',
+                      help='only compare the hvp hypergradient with the exact one (exit 1 if '
+                      'their relative error passes 1e-3)')
   parser.add_argument('--child', default='', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  if args.check_hvp:
+    return 0 if check_hvp(args.size, args.impl) <= 1e-3 else 1
   if args.child:
     print(json.dumps(measure(args.size, args.child, args.impl, args.jit_whole, args.repeats)))
     return 0
