@@ -163,6 +163,7 @@ def main() -> None:
     variant, dtype = args.child.split(',')
     import jax
     jax.config.update('jax_enable_x64', dtype == 'float64')
+    jax.config.update('jax_default_matmul_precision', 'highest')  # no TF32 on accelerators
     from lease_jax import cli_utils
     cli_utils.setup_jax()
     result = measure(_load_config(config_file, overrides), args.workdir, points, variant, dtype)

@@ -72,6 +72,10 @@ def _main(argv):
   from lease_jax import builders, cli_utils, writers
   config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
   cli_utils.setup_jax(config)
+  # Comparisons at full float32 precision: accelerators' default (TF32 matmuls on A100/H100)
+  # would blur the differences measured here.
+  import jax
+  jax.config.update('jax_default_matmul_precision', 'highest')
   with cli_utils.one_line_errors('lease-compare-grads'):
     cli_utils.check_workdir(workdir)
     builders.check_config(config, 'search')
