@@ -85,6 +85,7 @@ def init_state(spec: SearchSpec, explainer: PyTree, alphas: PyTree, audience: Py
       rng=rng)
 
 
+@jax.jit
 def step_keys(state: SearchState) -> tuple[jax.Array, jax.Array]:
   """(key of the virtual explanation's δ0, key of the real explanation's δ0) for this step."""
   key = jax.random.fold_in(state.rng, state.step)
@@ -111,7 +112,7 @@ def real_steps(spec: SearchSpec, state: SearchState, alpha_grad: PyTree, train: 
   e_loss, e_logits, e_grad, _ = hg.explainer_grads(problem, state.explainer, alphas, train)
   metrics = {'explainer_train_loss': e_loss,
              'explainer_train_acc': hg.accuracy(e_logits, train['label']),
-             'explainer_grad_norm': optax.tree.norm(e_grad)}
+             'explainer_grad_norm': hg.tree_norm(e_grad)}
   explainer, explainer_opt_state = hg.apply_update(
       problem.explainer_tx, optim.clip_by_global_norm(e_grad, spec.explainer_clip),
       state.explainer_opt_state, state.explainer)
@@ -149,12 +150,12 @@ def search_step(spec: SearchSpec, state: SearchState, train: hg.Batch, val: hg.B
       explainer_state=state.explainer_opt_state, audience_state=state.audience_opt_state,
       train=train, val=val, delta0=virtual_start(spec, state, train['image']),
       split_terms=split_terms)
-  metrics = {**grads.metrics, 'alpha_grad_norm': optax.tree.norm(grads.total)}
+  metrics = {**grads.metrics, 'alpha_grad_norm': hg.tree_norm(grads.total)}
   if grads.explainer is not None:
-    metrics['alpha_grad_norm_explainer'] = optax.tree.norm(grads.explainer)
-    metrics['alpha_grad_norm_audience'] = optax.tree.norm(grads.audience)
+    metrics['alpha_grad_norm_explainer'] = hg.tree_norm(grads.explainer)
+    metrics['alpha_grad_norm_audience'] = hg.tree_norm(grads.audience)
   if spec.learning_rate is not None:
-    metrics['learning_rate'] = jnp.asarray(spec.learning_rate(state.step), jnp.float32)
+    metrics['learning_rate'] = jax.jit(spec.learning_rate)(state.step).astype(jnp.float32)
   new_state, step_metrics = real_steps(spec, state, grads.total, train)
   return new_state, {**metrics, **step_metrics}
 

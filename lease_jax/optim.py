@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -44,6 +47,7 @@ def arch_optimizer(learning_rate: float, b1: float, b2: float,
                      optax.scale(-learning_rate))
 
 
+@functools.partial(jax.jit, static_argnames='max_norm')
 def clip_by_global_norm(grads, max_norm: float):
   """`nn.utils.clip_grad_norm(params, max_norm)`; `max_norm <= 0` disables it."""
   if max_norm <= 0:
