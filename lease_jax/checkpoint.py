@@ -8,9 +8,10 @@ with one line naming the differing fields, and nothing in the workdir is touched
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -79,6 +80,30 @@ def _first_words(error: Exception, limit: int = 200) -> str:
   return text[:limit]
 
 
+@contextlib.contextmanager
+def _stderr_muted_on_failure(settle_s: float = 1.0):
+  """When a restore fails, TensorStore's reads still in flight call back into orbax's closed
+  event loop from their own threads, each printing an "Event loop is closed" traceback (at the
+  C level, past Python's logging). Their output goes to /dev/null while the restore runs and,
+  if it fails, for `settle_s` more; the caller then reports one line and exits at once
+  (`cli_utils.one_line_errors`)."""
+  import sys
+  import time
+  sys.stderr.flush()
+  saved = os.dup(2)
+  null = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(null, 2)
+  try:
+    yield
+  except Exception:
+    time.sleep(settle_s)
+    raise
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(null)
+
+
 class Checkpointer:
   """Saves and restores a state pytree in `directory` (orbax `CheckpointManager`)."""
 
@@ -142,8 +167,9 @@ class Checkpointer:
       return init_state, False
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, init_state)
     try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), extra=ocp.args.JsonRestore()))
+      with _stderr_muted_on_failure():
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), extra=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types for a damaged or foreign checkpoint
       raise CheckpointError(
           f'checkpoint {os.path.join(self.directory, str(step))} cannot be restored '
@@ -181,11 +207,23 @@ class Checkpointer:
     self.close()
 
 
-def interrupted_line(ckpt: Checkpointer, step: int) -> str:
-  """After Ctrl-C: waits for the in-flight checkpoint, then says where a rerun resumes."""
-  saved = ckpt.settle()
-  where = f'from step {saved}' if saved is not None else 'from the start (no checkpoint yet)'
-  return f'interrupted at step {step}; rerun the same command to resume {where}'
+@contextlib.contextmanager
+def stopping_safely(ckpt: Checkpointer, current_step: Callable[[], int]):
+  """Around a run loop: Ctrl-C or a fault of the machine (an `OSError`: a full disk) lets the
+  in-flight checkpoint land first. Ctrl-C becomes `cli_utils.Interrupted`, one line saying
+  where a rerun resumes; the `OSError` is raised again for its one line."""
+  from lease_jax import cli_utils
+  try:
+    yield
+  except KeyboardInterrupt:
+    saved = ckpt.settle()
+    where = f'from step {saved}' if saved is not None else 'from the start (no checkpoint yet)'
+    raise cli_utils.Interrupted(f'interrupted at step {current_step()}; rerun the same command '
+                                f'to resume {where}') from None
+  except OSError:
+    with contextlib.suppress(Exception):
+      ckpt.settle()
+    raise
 
 
 def read_jsonl(path: str) -> list[dict]:

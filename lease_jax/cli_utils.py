@@ -127,6 +127,14 @@ class one_line_errors:
       print(f'{self.prog}: stopped: {error}; the last good checkpoint and outputs are kept',
             file=sys.stderr)
       sys.exit(3)
+    if isinstance(error, checkpoint.CheckpointError):
+      print(f'{self.prog}: error: {error}', file=sys.stderr)
+      # A failed restore leaves TensorStore reads in flight whose callbacks, at interpreter
+      # exit, print "Event loop is closed" tracebacks after the line. Nothing of the run has
+      # started (the restore is its first step), so leave at once.
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(2)
     if error is not None and isinstance(error, _user_error_types()):
       print(f'{self.prog}: error: {error}', file=sys.stderr)
       sys.exit(2)

@@ -20,7 +20,6 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -235,36 +234,39 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
   last_test: dict[str, float] = history[-1]['test'] if history else {}
   hint = f' (a learning rate too large? train.learning_rate {cfg.learning_rate})'
   try:
-    for step in range(start, stop_at):
-      state, metrics = step_fn(state, parallel.shard_batch(prefetch.get(step), mesh))
-      checkpoint.check_finite_metrics(step + 1, metrics, hint)
-      averager.add(metrics)
-      epoch_averager.add(metrics)
-      epoch_end = (step + 1) % steps_per_epoch == 0
-      if (step + 1) % log_every == 0 or epoch_end:
-        means = averager.read()
-        writer.write_scalars(step + 1, means)
-        progress.set_postfix(loss=f'{means["train_loss"]:.3f}', acc=f'{means["train_acc"]:.3f}',
-                             refresh=False)
-      progress.update(1)
-      if epoch_end:
-        epoch = (step + 1) // steps_per_epoch
-        if epoch % max(1, cfg.eval_every_epochs) == 0 or epoch == spec.epochs:
-          last_test = evaluate(eval_fn, state, test, mesh)
-          writer.write_scalars(step + 1, last_test)
-        entry = {'epoch': epoch, 'step': step + 1,
-                 'elapsed_s': elapsed_before + time.time() - started,
-                 'train': epoch_averager.read(), 'test': last_test}
-        history.append(entry)
-        if is_chief:  # the history first: a run stopped before the checkpoint cuts it back
-          checkpoint.write_jsonl(history_path, history)
-        ckpt.save(step + 1, state, extra=sums())  # refuses a non-finite state
-        if is_chief:
-          progress.write(f'epoch {epoch}/{spec.epochs}: train loss {entry["train"]["train_loss"]:.3f}'
-                         f' acc {entry["train"]["train_acc"]:.3f}; test error '
-                         f'{last_test.get("test_error", float("nan")):.4f}')
-      elif (step + 1) % cfg.checkpoint_every == 0:
-        ckpt.save(step + 1, state, extra=sums())
+    with checkpoint.stopping_safely(ckpt, lambda: int(state.step)):
+      for step in range(start, stop_at):
+        state, metrics = step_fn(state, parallel.shard_batch(prefetch.get(step), mesh))
+        checkpoint.check_finite_metrics(step + 1, metrics, hint)
+        averager.add(metrics)
+        epoch_averager.add(metrics)
+        epoch_end = (step + 1) % steps_per_epoch == 0
+        if (step + 1) % log_every == 0 or epoch_end:
+          means = averager.read()
+          writer.write_scalars(step + 1, means)
+          progress.set_postfix(loss=f'{means["train_loss"]:.3f}', acc=f'{means["train_acc"]:.3f}',
+                               refresh=False)
+        progress.update(1)
+        if epoch_end:
+          epoch = (step + 1) // steps_per_epoch
+          if epoch % max(1, cfg.eval_every_epochs) == 0 or epoch == spec.epochs:
+            last_test = evaluate(eval_fn, state, test, mesh)
+            writer.write_scalars(step + 1, last_test)
+          entry = {'epoch': epoch, 'step': step + 1,
+                   'elapsed_s': elapsed_before + time.time() - started,
+                   'train': epoch_averager.read(), 'test': last_test}
+          history.append(entry)
+          if is_chief:  # the history first: a run stopped before the checkpoint cuts it back
+            checkpoint.write_jsonl(history_path, history)
+          ckpt.save(step + 1, state, extra=sums())  # refuses a non-finite state
+          if is_chief:
+            train_metrics = entry['train']
+            progress.write(f'epoch {epoch}/{spec.epochs}: train loss '
+                           f'{train_metrics["train_loss"]:.3f} acc '
+                           f'{train_metrics["train_acc"]:.3f}; test error '
+                           f'{last_test.get("test_error", float("nan")):.4f}')
+        elif (step + 1) % cfg.checkpoint_every == 0:
+          ckpt.save(step + 1, state, extra=sums())
   except checkpoint.NonFiniteError as error:
     ckpt.close()  # the in-flight saves of good states land
     if is_chief:
@@ -273,12 +275,6 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
           'total_steps': total_steps, 'genotype': genotype.to_json_dict(),
           'test': history[-1]['test'] if history else {}}, indent=1)
     writer.close()
-    raise
-  except KeyboardInterrupt:
-    raise cli_utils.Interrupted(checkpoint.interrupted_line(ckpt, int(state.step))) from None
-  except OSError:  # e.g. a full disk while writing a plot: let the in-flight checkpoint land
-    with contextlib.suppress(Exception):
-      ckpt.settle()
     raise
   finally:
     progress.close()

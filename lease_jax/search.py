@@ -24,7 +24,6 @@ ends bitwise identical to an uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 
@@ -95,79 +94,74 @@ def train_and_evaluate(config, workdir: str) -> dict:
   compiles = writers.CompileLog(writer).__enter__()
   ticker = writers.CompileTicker(progress, 'the search step') if start < stop_at else None
   try:
-    for step in range(start, stop_at):
-      train_batch, val_batch = prefetch.get(step)
-      epoch_end = (step + 1) % steps_per_epoch == 0
-      log_now = (step + 1) % log_every == 0 or epoch_end
-      state, metrics = step_fn(state, parallel.shard_batch(train_batch, mesh),
-                               parallel.shard_batch(val_batch, mesh), split_terms=log_now)
-      checkpoint.check_finite_metrics(step + 1, metrics, hint)
-      if step == start:
-        seconds = ticker.done()
-        writer.write_text_line(f'first step done in {seconds:.1f} s ({compiles.count} programs '
-                               f'compiled, {compiles.total:.1f} s of compilation)')
-      averager.add(metrics)
-      epoch_averager.add(metrics)
-      if log_now:
-        means = averager.read()
-        writer.write_scalars(step + 1, means)
-        progress.set_postfix({k.replace('_loss', ''): f'{v:.3f}' for k, v in means.items()
-                              if k in ('explainer_train_loss', 'explainer_val_loss',
-                                       'audience_val_loss')}, refresh=False)
-      progress.update(1)
-      if epoch_end:
-        checkpoint.check_finite_state(step + 1, state)  # before any output of this epoch
-        epoch = (step + 1) // steps_per_epoch
-        genotype = space.derive(state.alphas)
-        alphas = jax.device_get(state.alphas)
-        entry = {'epoch': epoch, 'step': step + 1,
-                 'elapsed_s': elapsed_before + time.time() - started,
-                 'genotype': genotype.to_json_dict(),
-                 'alphas': {k: np.asarray(alphas[k]).tolist() for k in space.alpha_names},
-                 'metrics': epoch_averager.read()}
-        benchmark = spaces.look_up(table, genotype)
-        if benchmark is not None:
-          entry['benchmark'] = benchmark
-          writer.write_scalars(step + 1, {f'benchmark/{k}': v for k, v in benchmark.items()})
-        history.append(entry)
-        # The history first, then the checkpoint: a run stopped in between (killed, disk full)
-        # resumes from the previous checkpoint and cuts the history back to it.
-        if is_chief:
-          checkpoint.write_jsonl(history_path, history)
-          space.save(workdir, alphas, genotype)
-        ckpt.save(step + 1, state, extra=sums())  # refuses a non-finite state
-        if search.spec.problem.has_audience:
-          _draw_explanations(search.spec, state, pictured, mesh, info, is_chief,
-                             os.path.join(plots, f'epoch{epoch:03d}_explanations.png'),
-                             f'epoch {epoch}: explanations of fixed validation images')
-        if is_chief:
-          space.draw(alphas, genotype, plots, f'epoch{epoch:03d}_', f'epoch {epoch}')
-          visualize.draw_alpha_trajectory(history, os.path.join(plots, 'alphas_trajectory.png'),
-                                          row_labels=space.row_labels, ops=space.ops)
-          visualize.draw_history(history, os.path.join(plots, 'history.png'),
-                                 f'{info.name}: search history')
-          writer.write_texts(step + 1, {'genotype': space.describe(genotype)})
-          m = entry['metrics']
-          progress.write(
-              f'epoch {epoch}/{config.search.epochs} step {step + 1}: explainer train '
-              f'{m.get("explainer_train_loss", np.nan):.3f} / acc '
-              f'{m.get("explainer_train_acc", np.nan):.3f}, val '
-              f'{m.get("explainer_val_loss", np.nan):.3f} / '
-              f'{m.get("explainer_val_acc", np.nan):.3f}; audience val '
-              f'{m.get("audience_val_loss", np.nan):.3f} / '
-              f'{m.get("audience_val_acc", np.nan):.3f}; |grad A| '
-              f'{m.get("alpha_grad_norm", np.nan):.3g} | {space.describe(genotype)}'
-              + (f' | benchmark {benchmark}' if benchmark is not None else ''))
-      elif (step + 1) % config.search.checkpoint_every == 0:
-        ckpt.save(step + 1, state, extra=sums())
+    with checkpoint.stopping_safely(ckpt, lambda: int(state.step)):
+      for step in range(start, stop_at):
+        train_batch, val_batch = prefetch.get(step)
+        epoch_end = (step + 1) % steps_per_epoch == 0
+        log_now = (step + 1) % log_every == 0 or epoch_end
+        state, metrics = step_fn(state, parallel.shard_batch(train_batch, mesh),
+                                 parallel.shard_batch(val_batch, mesh), split_terms=log_now)
+        checkpoint.check_finite_metrics(step + 1, metrics, hint)
+        if step == start:
+          seconds = ticker.done()
+          writer.write_text_line(f'first step done in {seconds:.1f} s ({compiles.count} programs '
+                                 f'compiled, {compiles.total:.1f} s of compilation)')
+        averager.add(metrics)
+        epoch_averager.add(metrics)
+        if log_now:
+          means = averager.read()
+          writer.write_scalars(step + 1, means)
+          progress.set_postfix({k.replace('_loss', ''): f'{v:.3f}' for k, v in means.items()
+                                if k in ('explainer_train_loss', 'explainer_val_loss',
+                                         'audience_val_loss')}, refresh=False)
+        progress.update(1)
+        if epoch_end:
+          checkpoint.check_finite_state(step + 1, state)  # before any output of this epoch
+          epoch = (step + 1) // steps_per_epoch
+          genotype = space.derive(state.alphas)
+          alphas = jax.device_get(state.alphas)
+          entry = {'epoch': epoch, 'step': step + 1,
+                   'elapsed_s': elapsed_before + time.time() - started,
+                   'genotype': genotype.to_json_dict(),
+                   'alphas': {k: np.asarray(alphas[k]).tolist() for k in space.alpha_names},
+                   'metrics': epoch_averager.read()}
+          benchmark = spaces.look_up(table, genotype)
+          if benchmark is not None:
+            entry['benchmark'] = benchmark
+            writer.write_scalars(step + 1, {f'benchmark/{k}': v for k, v in benchmark.items()})
+          history.append(entry)
+          # The history first, then the checkpoint: a run stopped in between (killed, disk full)
+          # resumes from the previous checkpoint and cuts the history back to it.
+          if is_chief:
+            checkpoint.write_jsonl(history_path, history)
+            space.save(workdir, alphas, genotype)
+          ckpt.save(step + 1, state, extra=sums())  # refuses a non-finite state
+          if search.spec.problem.has_audience:
+            _draw_explanations(search.spec, state, pictured, mesh, info, is_chief,
+                               os.path.join(plots, f'epoch{epoch:03d}_explanations.png'),
+                               f'epoch {epoch}: explanations of fixed validation images')
+          if is_chief:
+            space.draw(alphas, genotype, plots, f'epoch{epoch:03d}_', f'epoch {epoch}')
+            visualize.draw_alpha_trajectory(history, os.path.join(plots, 'alphas_trajectory.png'),
+                                            row_labels=space.row_labels, ops=space.ops)
+            visualize.draw_history(history, os.path.join(plots, 'history.png'),
+                                   f'{info.name}: search history')
+            writer.write_texts(step + 1, {'genotype': space.describe(genotype)})
+            m = entry['metrics']
+            progress.write(
+                f'epoch {epoch}/{config.search.epochs} step {step + 1}: explainer train '
+                f'{m.get("explainer_train_loss", np.nan):.3f} / acc '
+                f'{m.get("explainer_train_acc", np.nan):.3f}, val '
+                f'{m.get("explainer_val_loss", np.nan):.3f} / '
+                f'{m.get("explainer_val_acc", np.nan):.3f}; audience val '
+                f'{m.get("audience_val_loss", np.nan):.3f} / '
+                f'{m.get("audience_val_acc", np.nan):.3f}; |grad A| '
+                f'{m.get("alpha_grad_norm", np.nan):.3g} | {space.describe(genotype)}'
+                + (f' | benchmark {benchmark}' if benchmark is not None else ''))
+        elif (step + 1) % config.search.checkpoint_every == 0:
+          ckpt.save(step + 1, state, extra=sums())
   except checkpoint.NonFiniteError as error:
     _stop_non_finite(ckpt, writer, workdir, is_chief, history, error, total_steps)
-    raise
-  except KeyboardInterrupt:
-    raise cli_utils.Interrupted(checkpoint.interrupted_line(ckpt, int(state.step))) from None
-  except OSError:  # e.g. a full disk while writing a plot: let the in-flight checkpoint land
-    with contextlib.suppress(Exception):
-      ckpt.settle()
     raise
   finally:
     if ticker is not None:
