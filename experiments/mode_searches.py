@@ -27,6 +27,14 @@ CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
                       'configs', 'search_cifar10_small.py')
 
 
+def _finished(workdir: str) -> bool:
+  path = os.path.join(workdir, 'summary.json')
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return bool(json.load(f).get('finished'))
+
+
 def read_history(workdir: str) -> list[dict]:
   with open(os.path.join(workdir, 'history.jsonl')) as f:
     return [json.loads(line) for line in f if line.strip()]
@@ -114,8 +122,7 @@ def main() -> None:
   histories = {}
   for mode in MODES:
     workdir = os.path.join(args.workdir, mode)
-    summary = os.path.join(workdir, 'summary.json')
-    if not (os.path.exists(summary) and json.load(open(summary)).get('finished')):
+    if not _finished(workdir):
       print(f'{mode}: searching in {workdir}', flush=True)
       subprocess.run([sys.executable, '-m', 'lease_jax.main', f'--config={CONFIG}',
                       f'--workdir={workdir}', f'--config.data.data_dir={args.data_dir}',
