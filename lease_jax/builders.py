@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lease_jax import cli_utils, data, hypergrad, kernels, lease, optim, parallel, spaces
+from lease_jax import cli_utils, data, hypergrad, kernels, lease, optim, parallel, precompile
+from lease_jax import spaces
 from lease_jax.models import audience as audience_lib
 
 
@@ -29,8 +30,12 @@ class Search:
     # Two examples per BatchNorm group (per-device statistics need the batch to split).
     sample = jnp.zeros((2 * self.space.model.bn_groups,) + self.info.image_shape, jnp.float32)
     alphas = self.space.init_alphas(key_a, self.init_scale)
-    explainer = jax.jit(self.space.model.init)(key_e, alphas, sample)['params']
-    audience = jax.jit(self.audience.init)(key_w, sample)['params'] if self.audience else {}
+    inits = [(jax.jit(self.space.model.init), (key_e, alphas, sample), {})]
+    if self.audience:
+      inits.append((jax.jit(self.audience.init), (key_w, sample), {}))
+    precompile.compile_all(inits)  # both programs at once, on two cores
+    params = [init(*args)['params'] for init, args, _ in inits]
+    explainer, audience = params[0], params[1] if self.audience else {}
     return lease.init_state(self.spec, explainer, alphas, audience, key_rng)
 
 

@@ -20,7 +20,9 @@ def setup_jax(config=None) -> None:
   """Turns on JAX's persistent compilation cache, so that a run pays each compilation once.
 
   The cache lives in `$LEASE_JAX_CACHE` (default `~/.cache/lease_jax/xla`); set it empty to
-  disable. A resumed or repeated run then starts in seconds instead of minutes.
+  disable. A resumed or repeated run then starts in seconds instead of minutes. Programs that
+  compile in under 2 s are not worth a disk entry unless `JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`
+  says otherwise (the test suite caches everything).
   """
   del config
   from absl import logging
@@ -35,7 +37,8 @@ def setup_jax(config=None) -> None:
                          os.path.join(os.path.expanduser('~'), '.cache', 'lease_jax', 'xla'))
   if cache:
     jax.config.update('jax_compilation_cache_dir', cache)
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 2.0)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                      float(os.environ.get('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', 2.0)))
     jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 

@@ -50,12 +50,13 @@ the same code on tiny MLPs in float64 against numerical derivatives of O_A.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from lease_jax import precompile
 
 Array = jax.Array
 PyTree = Any
@@ -164,7 +165,7 @@ def cross_entropy(logits: Array, labels: Array) -> Array:
 # Inside an outer `jax.jit` these inline.
 
 
-@jax.jit
+@precompile.jit
 def accuracy(logits: Array, labels: Array) -> Array:
   return jnp.mean(jnp.argmax(logits, -1) == labels)
 
@@ -173,27 +174,27 @@ def tree_dot(a: PyTree, b: PyTree) -> Array:
   return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@jax.jit
+@precompile.jit
 def tree_norm(a: PyTree) -> Array:
   return optax.tree.norm(a)
 
 
-@jax.jit
+@precompile.jit
 def tree_add(a, b):
   return jax.tree.map(jnp.add, a, b)
 
 
-@jax.jit
+@precompile.jit
 def tree_sub(a, b):
   return jax.tree.map(jnp.subtract, a, b)
 
 
-@jax.jit
+@precompile.jit
 def tree_zeros_like(a):
   return jax.tree.map(jnp.zeros_like, a)
 
 
-@jax.jit
+@precompile.jit
 def tree_scale(s, a):
   return jax.tree.map(lambda x: s * x, a)
 
@@ -218,7 +219,7 @@ def random_start(key: Array, shape, epsilon, dtype=jnp.float32) -> Array:
   return jax.random.uniform(key, shape, dtype, -1.0, 1.0) * eps
 
 
-@functools.partial(jax.jit, static_argnames=('shape', 'explanation', 'dtype'))
+@precompile.jit(static_argnames=('shape', 'explanation', 'dtype'))
 def explanation_start(key: Array, shape, explanation: ExplanationOptions,
                       dtype=jnp.float32) -> Array:
   """δ0 of Eq. 7: `random_start` or zeros (`explanation.start`)."""
@@ -346,7 +347,7 @@ def unrolled_objective(problem: Problem, A, E, W, explainer_state, audience_stat
 # (E' and A), the finite-difference gradient in A and the real step's gradient; `audience_grads`
 # likewise for W. Compilation, not arithmetic, is the cost that matters at small sizes.
 
-_piece = functools.partial(jax.jit, static_argnames=('problem',))
+_piece = precompile.jit(static_argnames=('problem',))
 
 
 @_piece
@@ -369,14 +370,14 @@ def audience_grads(problem: Problem, W, inputs, labels):
   return value, logits, grad
 
 
-@functools.partial(jax.jit, static_argnames=('tx',))
+@precompile.jit(static_argnames=('tx',))
 def apply_update(tx: optax.GradientTransformation, grads, opt_state, params):
   """`params + tx.update(grads)`, with the new optimizer state."""
   updates, new_state = tx.update(grads, opt_state, params)
   return optax.apply_updates(params, updates), new_state
 
 
-@functools.partial(jax.jit, static_argnames=('tx',))
+@precompile.jit(static_argnames=('tx',))
 def _update_vjp(tx, grads, opt_state, params, cotangent):
   return update_vjp(tx, grads, opt_state, params, cotangent)
 
@@ -455,7 +456,7 @@ def _implicit_product_hvp(problem: Problem, E, A, train, w_E):
   return jax.jvp(grad_a, (E,), (w_E,))[1]
 
 
-@jax.jit
+@precompile.jit
 def _displaced(base, direction, radius_numerator):
   """(base + r v, base - r v, r) with `r = radius / ‖v‖`."""
   r = radius_numerator / jnp.maximum(tree_norm(direction), jnp.finfo(jnp.float32).tiny)
@@ -463,7 +464,7 @@ def _displaced(base, direction, radius_numerator):
           jax.tree.map(lambda b, v: b - r * v, base, direction), r)
 
 
-@jax.jit
+@precompile.jit
 def _difference_quotient(plus, minus, r):
   return jax.tree.map(lambda p, m: (p - m) / (2 * r), plus, minus)
 
@@ -480,7 +481,7 @@ def _implicit_product(problem, mode, E, A, train, w_E, radius):
   return _central_difference(lambda e: explainer_grads(problem, e, A, train)[3], E, w_E, radius)
 
 
-@jax.jit
+@precompile.jit
 def _delta_sizes(delta, delta0):
   return {'delta_abs_mean': jnp.mean(jnp.abs(delta)),
           'delta_step_abs_mean': jnp.mean(jnp.abs(delta - delta0))}

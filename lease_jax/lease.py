@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from lease_jax import hypergrad as hg
-from lease_jax import optim
+from lease_jax import optim, precompile
 
 PyTree = Any
 
@@ -85,7 +85,7 @@ def init_state(spec: SearchSpec, explainer: PyTree, alphas: PyTree, audience: Py
       rng=rng)
 
 
-@jax.jit
+@precompile.jit
 def step_keys(state: SearchState) -> tuple[jax.Array, jax.Array]:
   """(key of the virtual explanation's δ0, key of the real explanation's δ0) for this step."""
   key = jax.random.fold_in(state.rng, state.step)

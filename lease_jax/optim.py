@@ -11,11 +11,10 @@
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 import optax
+
+from lease_jax import precompile
 
 
 def per_epoch_cosine(base: float, minimum: float, epochs: int, steps_per_epoch: int):
@@ -47,7 +46,7 @@ def arch_optimizer(learning_rate: float, b1: float, b2: float,
                      optax.scale(-learning_rate))
 
 
-@functools.partial(jax.jit, static_argnames='max_norm')
+@precompile.jit(static_argnames='max_norm')
 def clip_by_global_norm(grads, max_norm: float):
   """`nn.utils.clip_grad_norm(params, max_norm)`; `max_norm <= 0` disables it."""
   if max_norm <= 0:

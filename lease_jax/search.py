@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from lease_jax import builders, checkpoint, cli_utils, data, lease, parallel, spaces, visualize
-from lease_jax import writers
+from lease_jax import precompile, writers
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -82,7 +82,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   pictured = data.BatchStream(train_source, val.indices[:val.batch_size], val.batch_size, 0,
                               data.Transform('none', info.mean, info.std),
                               shuffle=False).batch(0, *process)
-  prefetch = data.Prefetcher(lambda s: (train.batch(s, *process), val.batch(s, *process)), start)
+  fetch = lambda s: (train.batch(s, *process), val.batch(s, *process))
+  prefetch = data.Prefetcher(fetch, start)
   # The running means resume from the checkpoint: a resumed run's epoch metrics are exact.
   averager = writers.Averager.from_json(ckpt.extra.get('window'))
   epoch_averager = writers.Averager.from_json(ckpt.extra.get('epoch'))
@@ -95,6 +96,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
   ticker = writers.CompileTicker(progress, 'the search step') if start < stop_at else None
   try:
     with checkpoint.stopping_safely(ckpt, lambda: int(state.step)):
+      if ticker is not None and mesh is None and not config.search.jit_whole_step:
+        # The first step's programs, compiled on every core at once (precompile.py); a mesh's
+        # sharded programs and the one-program step have nothing to gain from it.
+        first = [parallel.shard_batch(b, mesh) for b in fetch(start)]
+        ahead = time.time()
+        count = precompile.compile_ahead(step_fn, state, *first, split_terms=True)
+        writer.write_text_line(f'compiled the step\'s {count} programs ahead in '
+                               f'{time.time() - ahead:.1f} s')
       for step in range(start, stop_at):
         train_batch, val_batch = prefetch.get(step)
         epoch_end = (step + 1) % steps_per_epoch == 0

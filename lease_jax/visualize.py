@@ -31,7 +31,7 @@ def cell_dot(edges: Sequence[tuple[str, int]], concat: Sequence[int]) -> str:
   lines = ['digraph {', '  rankdir=LR;',
            '  node [style=filled, shape=rect, fontname="times", fontsize=20];',
            '  edge [fontname="times", fontsize=20];',
-           f'  "c_{{k-2}}" [fillcolor="darkseagreen2"];', f'  "c_{{k-1}}" [fillcolor="darkseagreen2"];']
+           '  "c_{k-2}" [fillcolor="darkseagreen2"];', '  "c_{k-1}" [fillcolor="darkseagreen2"];']
   steps = len(edges) // 2
   lines += [f'  "{i}" [fillcolor="lightblue"];' for i in range(steps)]
   for k, (op, index) in enumerate(edges):

@@ -1,19 +1,40 @@
-"""Shared test settings: small, deterministic, CPU."""
+"""Shared test settings: small, deterministic, CPU, one compilation cache per session."""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Four CPU devices for the data-parallel tests (test_parallel.py); everything else uses one.
 if '--xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              ' --xla_force_host_platform_device_count=4').strip()
+# Compile time dominates this suite (the programs are large, the arrays tiny): skip XLA's
+# optimisation passes. Numerics are unchanged; only speed on large inputs would suffer.
+os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = 'true'
+# One persistent compilation cache for the whole session, shared by the in-process tests and the
+# command-line subprocesses (and by pytest-xdist workers, which inherit the environment): tests
+# build the same tiny programs from fresh closures again and again, and the cache turns every
+# repeat into a load. Everything is cached, however quick to compile.
+_OWN_CACHE = 'LEASE_JAX_CACHE' not in os.environ
+if _OWN_CACHE:
+  os.environ['LEASE_JAX_CACHE'] = tempfile.mkdtemp(prefix='lease_jax_test_cache_')
+os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-# Compile time dominates this suite (the programs are large, the arrays tiny): skip XLA's
-# optimisation passes. Numerics are unchanged; only speed on large inputs would suffer.
 jax.config.update('jax_disable_most_optimizations', True)
+jax.config.update('jax_compilation_cache_dir', os.environ['LEASE_JAX_CACHE'])
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+def pytest_unconfigure(config):
+  """Removes the session's cache (only the process that made it: xdist workers share it)."""
+  del config
+  if _OWN_CACHE and not os.environ.get('PYTEST_XDIST_WORKER'):
+    shutil.rmtree(os.environ['LEASE_JAX_CACHE'], ignore_errors=True)
 
 
 @pytest.fixture
@@ -24,10 +45,7 @@ def x64():
 
 
 @pytest.fixture(scope='session')
-def cli_env(tmp_path_factory):
-  """Environment of the command-line tests' subprocesses: CPU, the suite's fast-compile setting,
-  one compilation cache for the session (the first run compiles; the others load the same
-  executables)."""
-  cache = tmp_path_factory.mktemp('xla_cache')
-  return dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='true',
-              LEASE_JAX_CACHE=str(cache), PYTHONUNBUFFERED='1')
+def cli_env():
+  """Environment of the command-line tests' subprocesses: CPU, the suite's fast-compile setting
+  and its one compilation cache (set above)."""
+  return dict(os.environ, PYTHONUNBUFFERED='1')

@@ -4,6 +4,7 @@ assertions: speed is measured by the scripts by hand, `bench_search_step.py --si
 import json
 import os
 import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,3 +32,14 @@ def test_gpu_check_runs_for_tiny_on_cpu(tmp_path):
   flops = {row['variant']: row['flops'] for row in rows}
   assert flops['lease_hvp'] > flops['darts_2nd_fd'] > flops['darts_1st']
   assert '| lease_hvp |' in (tmp_path / 'throughput' / 'bench_tiny.md').read_text()
+
+
+def test_bench_vs_pytorch_refuses_a_folder_without_the_darts_code(tmp_path):
+  # The comparison needs the user's checkout of quark0/darts: a wrong folder is one line, before
+  # anything runs (the comparison itself needs PyTorch and a quiet machine: run by hand).
+  result = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks',
+                                                        'bench_vs_pytorch_darts.py'),
+                           f'--darts_dir={tmp_path}'], capture_output=True, text=True, timeout=60)
+  assert result.returncode == 2
+  assert f'--darts_dir={tmp_path}: no cnn/architect.py there' in result.stderr
+  assert not list(tmp_path.iterdir())

@@ -1,0 +1,129 @@
+"""Compiling a step's programs on every core before the step first runs.
+
+XLA compiles one program on one core, and the search step on CPU is a chain of large programs
+(the jitted pieces of `hypergrad`) that a first step would compile one after the other while
+the other cores idle. `compile_ahead(fn, *args)` traces `fn` abstractly (`jax.eval_shape`: no
+arithmetic, nothing compiled), recording every call of a function made with `jit` below and its
+argument shapes, then lowers and compiles those programs on a thread pool: XLA releases the GIL
+while it compiles, so two cores compile two programs at once. jax keeps what `lower().compile()`
+built in the same in-memory cache as a call, so the first real step then runs without compiling
+them again (and with the persistent cache on, later runs load them from disk as before).
+
+Only the outermost recorded calls are compiled: a recorded function called inside another one's
+trace is inlined there, not a program of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import queue
+import threading
+from typing import Any, Callable
+
+import jax
+
+_state = threading.local()
+
+
+def jit(fn: Callable | None = None, **jit_kwargs):
+  """`jax.jit(fn, **jit_kwargs)`, whose calls `compile_ahead` can record; usable as a decorator
+  with or without arguments."""
+  if fn is None:
+    return functools.partial(jit, **jit_kwargs)
+  jitted = jax.jit(fn, **jit_kwargs)
+
+  @functools.wraps(fn)
+  def call(*args, **kwargs):
+    calls = getattr(_state, 'calls', None)
+    if calls is None or _state.depth:
+      return jitted(*args, **kwargs)
+    calls.append((jitted, args, kwargs))
+    _state.depth += 1
+    try:
+      return jitted(*args, **kwargs)
+    finally:
+      _state.depth -= 1
+
+  call.lower = jitted.lower
+  return call
+
+
+def _abstract(tree):
+  """Traced or concrete arrays -> `ShapeDtypeStruct`s (weak types kept: they are in the key)."""
+  def leaf(x):
+    if isinstance(x, (jax.Array, jax.core.Tracer)):
+      aval = x.aval
+      return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
+    return x
+  return jax.tree.map(leaf, tree)
+
+
+def record_calls(fn: Callable, *args, **kwargs) -> list[tuple[Any, tuple, dict]]:
+  """The distinct outermost recorded calls that `fn(*args, **kwargs)` makes, with abstract
+  arguments, in the order first made."""
+  _state.calls, _state.depth = [], 0
+  try:
+    jax.eval_shape(functools.partial(fn, **kwargs), *args)
+    calls = _state.calls
+  finally:
+    _state.calls = None
+  distinct, seen = [], set()
+  for jitted, call_args, call_kwargs in calls:
+    call_args, call_kwargs = _abstract(call_args), _abstract(call_kwargs)
+    leaves, structure = jax.tree.flatten((call_args, call_kwargs))
+    key = (id(jitted), structure, tuple(
+        (x.shape, x.dtype, x.weak_type) if isinstance(x, jax.ShapeDtypeStruct) else x
+        for x in leaves))
+    if key not in seen:
+      seen.add(key)
+      distinct.append((jitted, call_args, call_kwargs))
+  return distinct
+
+
+def compile_all(calls, workers: int | None = None) -> None:
+  """Lowers and compiles each `(jitted, args, kwargs)`, `workers` at a time (default: one per
+  core); the arguments may be arrays or `ShapeDtypeStruct`s. Interrupted (Ctrl-C), it empties the
+  queue and re-raises at once; the programs being compiled finish before the process exits (a
+  thread cannot leave XLA's compiler midway)."""
+  pending = queue.SimpleQueue()
+  for call in calls:
+    pending.put(call)
+  errors = []
+
+  def work():
+    while True:
+      try:
+        jitted, args, kwargs = pending.get_nowait()
+      except queue.Empty:
+        return
+      try:
+        jitted.lower(*args, **kwargs).compile()
+      except Exception as error:  # pylint: disable=broad-except  (re-raised by the caller)
+        errors.append(error)
+        return
+
+  threads = [threading.Thread(target=work, name=f'compile_ahead_{k}')
+             for k in range(min(workers or os.cpu_count() or 1, len(calls)))]
+  for thread in threads:
+    thread.start()
+  try:
+    for thread in threads:
+      thread.join()
+  except BaseException:
+    while not pending.empty():
+      try:
+        pending.get_nowait()
+      except queue.Empty:
+        break
+    raise
+  if errors:
+    raise errors[0]
+
+
+def compile_ahead(fn: Callable, *args, workers: int | None = None, **kwargs) -> int:
+  """Compiles every program that `fn(*args, **kwargs)` would compile through `jit`, `workers`
+  at a time (default: one per core); returns how many."""
+  calls = record_calls(fn, *args, **kwargs)
+  compile_all(calls, workers)
+  return len(calls)

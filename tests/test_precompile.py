@@ -1,0 +1,45 @@
+"""Compiling ahead: the outermost recorded programs, once each; the real call compiles nothing."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lease_jax import precompile
+
+_compiles = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, seconds, **kwargs: _compiles.append(event)
+    if event == '/jax/core/compile/backend_compile_duration' else None)
+
+
+@precompile.jit
+def _inner(x):
+  return jnp.sin(x) * 2.0
+
+
+@precompile.jit(static_argnames=('power',))
+def _outer(x, power):
+  return _inner(x) ** power + 1.0
+
+
+def _step(x, y):
+  # `_inner` inside `_outer` is inlined (no program of its own); called directly on y's shape it
+  # is one; `_outer` twice with the same shapes is one program, with another static value two.
+  return _outer(x, power=2), _outer(x, power=2), _outer(x, power=3), _inner(y)
+
+
+def test_compile_ahead_compiles_the_outermost_programs_and_the_call_compiles_nothing():
+  x, y = jnp.linspace(0.0, 1.0, 5), jnp.ones((2, 3))
+  calls = precompile.record_calls(_step, x, y)
+  assert [(call[1][0].shape, call[2]) for call in calls] == [
+      ((5,), {'power': 2}), ((5,), {'power': 3}), ((2, 3), {})]
+  assert all(isinstance(call[1][0], jax.ShapeDtypeStruct) for call in calls)
+  before = len(_compiles)
+  assert precompile.compile_ahead(_step, x, y, workers=2) == 3
+  assert len(_compiles) - before == 3
+  compiled = len(_compiles)
+  out = _step(x, y)
+  assert len(_compiles) == compiled  # every program was already compiled
+  np.testing.assert_allclose(out[2], (2 * np.sin(np.linspace(0, 1, 5))) ** 3 + 1, rtol=1e-6)
+  # A function that calls no recorded program has nothing to compile ahead.
+  assert precompile.record_calls(lambda: None) == []
