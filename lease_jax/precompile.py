@@ -22,6 +22,7 @@ import threading
 from typing import Any, Callable
 
 import jax
+import jax.extend.core
 
 _state = threading.local()
 
@@ -81,13 +82,29 @@ def record_calls(fn: Callable, *args, **kwargs) -> list[tuple[Any, tuple, dict]]
   return distinct
 
 
+def _equations(jaxpr) -> int:
+  """The number of equations of `jaxpr` and of every jaxpr nested in its equations' params."""
+  def nested(value):
+    if isinstance(value, jax.extend.core.ClosedJaxpr):
+      return _equations(value.jaxpr)
+    if isinstance(value, jax.extend.core.Jaxpr):
+      return _equations(value)
+    if isinstance(value, (tuple, list)):
+      return sum(nested(v) for v in value)
+    return 0
+  return sum(1 + sum(nested(v) for v in eqn.params.values()) for eqn in jaxpr.eqns)
+
+
 def compile_all(calls, workers: int | None = None) -> None:
   """Lowers and compiles each `(jitted, args, kwargs)`, `workers` at a time (default: one per
   core); the arguments may be arrays or `ShapeDtypeStruct`s. Interrupted (Ctrl-C), it empties the
   queue and re-raises at once; the programs being compiled finish before the process exits (a
   thread cannot leave XLA's compiler midway)."""
   pending = queue.SimpleQueue()
-  for call in calls:
+  # Largest first (the longest-processing-time rule): a large program started last would keep
+  # one core compiling while the others idle. Size is the number of equations of the traced
+  # program, nested ones included (tracing is cached: the recording already traced them).
+  for call in sorted(calls, key=lambda c: -_equations(c[0].trace(*c[1], **c[2]).jaxpr.jaxpr)):
     pending.put(call)
   errors = []
 

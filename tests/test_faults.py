@@ -157,7 +157,10 @@ def test_ctrl_c_stops_with_one_line_after_the_checkpoint_lands(tmp_path, cli_env
   process = subprocess.Popen(
       [sys.executable, '-m', 'lease_jax.main', f'--config={TINY}', f'--workdir={workdir}',
        '--config.search.epochs=100'], env=cli_env, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True)
+      stderr=subprocess.PIPE, text=True,
+      # As from a terminal: a pytest-xdist worker (like a shell's background job) ignores SIGINT,
+      # and a child inherits that, so Python would never raise KeyboardInterrupt in it.
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   for line in process.stdout:  # the first epoch's line: its checkpoint is under way
     if line.startswith('epoch 1/'):
       break
