@@ -107,18 +107,22 @@ def compile_all(calls, workers: int | None = None) -> None:
   for call in sorted(calls, key=lambda c: -_equations(c[0].trace(*c[1], **c[2]).jaxpr.jaxpr)):
     pending.put(call)
   errors = []
+  # jax's context settings are thread-local: a new thread would lower float64 programs as float32
+  # (and at the default matmul precision), which the caller's call would then compile again.
+  x64, precision = jax.config.jax_enable_x64, jax.config.jax_default_matmul_precision
 
   def work():
-    while True:
-      try:
-        jitted, args, kwargs = pending.get_nowait()
-      except queue.Empty:
-        return
-      try:
-        jitted.lower(*args, **kwargs).compile()
-      except Exception as error:  # pylint: disable=broad-except  (re-raised by the caller)
-        errors.append(error)
-        return
+    with jax.enable_x64(x64), jax.default_matmul_precision(precision):
+      while True:
+        try:
+          jitted, args, kwargs = pending.get_nowait()
+        except queue.Empty:
+          return
+        try:
+          jitted.lower(*args, **kwargs).compile()
+        except Exception as error:  # pylint: disable=broad-except  (re-raised by the caller)
+          errors.append(error)
+          return
 
   threads = [threading.Thread(target=work, name=f'compile_ahead_{k}')
              for k in range(min(workers or os.cpu_count() or 1, len(calls)))]

@@ -43,3 +43,16 @@ def test_compile_ahead_compiles_the_outermost_programs_and_the_call_compiles_not
   np.testing.assert_allclose(out[2], (2 * np.sin(np.linspace(0, 1, 5))) ** 3 + 1, rtol=1e-6)
   # A function that calls no recorded program has nothing to compile ahead.
   assert precompile.record_calls(lambda: None) == []
+
+
+def test_compile_ahead_keeps_the_callers_float64_and_matmul_precision():
+  # jax's context settings are thread-local: the compiling threads must see the caller's, or they
+  # build float32 programs that the float64 call cannot use.
+  with jax.enable_x64(True), jax.default_matmul_precision('highest'):
+    x = jnp.linspace(0.0, 1.0, 7, dtype=jnp.float64)
+    y = jnp.ones((3, 3), jnp.float64)
+    assert precompile.compile_ahead(_step, x, y, workers=2) == 3
+    compiled = len(_compiles)
+    out = _step(x, y)
+    assert len(_compiles) == compiled
+    assert out[0].dtype == jnp.float64
