@@ -99,7 +99,10 @@ def compile_all(calls, workers: int | None = None) -> None:
   """Lowers and compiles each `(jitted, args, kwargs)`, `workers` at a time (default: one per
   core); the arguments may be arrays or `ShapeDtypeStruct`s. Interrupted (Ctrl-C), it empties the
   queue and re-raises at once; the programs being compiled finish before the process exits (a
-  thread cannot leave XLA's compiler midway)."""
+  thread cannot leave XLA's compiler midway). Called with traced arguments (inside `jax.jit`,
+  `jax.eval_shape`, ...), it compiles nothing: the caller's calls will be traced, not run."""
+  if any(isinstance(leaf, jax.core.Tracer) for call in calls for leaf in jax.tree.leaves(call[1:])):
+    return
   pending = queue.SimpleQueue()
   # Largest first (the longest-processing-time rule): a large program started last would keep
   # one core compiling while the others idle. Size is the number of equations of the traced

@@ -56,3 +56,15 @@ def test_compile_ahead_keeps_the_callers_float64_and_matmul_precision():
     out = _step(x, y)
     assert len(_compiles) == compiled
     assert out[0].dtype == jnp.float64
+
+
+def test_compile_all_under_a_trace_compiles_nothing():
+  # `jax.eval_shape(lambda: search.init_state(0))` asks for shapes only: its compile-ahead of the
+  # init programs would compile full-size programs that nothing runs.
+  def shapes_only(x):
+    precompile.compile_all([(jax.jit(_inner.__wrapped__), (x,), {})])
+    return _inner(x)
+  x = jnp.ones(11)
+  before = len(_compiles)
+  assert jax.eval_shape(shapes_only, x).shape == (11,)
+  assert len(_compiles) == before
