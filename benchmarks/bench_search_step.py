@@ -14,9 +14,10 @@ whole iteration lowered as one program) and the achieved GFLOP/s. The machine's 
 is measured in the same run, so every rate is also given as a fraction of it. A variant that
 runs past `--timeout` is killed and reported with the time and memory it had reached.
 
-Sizes: tiny (1 cell, C=4, batch 8), small (5 cells, C=8, batch 16), full (8 cells, C=16, batch
-64, the paper's search); images 32x32x3, 10 classes, ResNet-18 audience of width 64 at full size
-(the paper's), 16 otherwise. Writes `<out>/bench_<size>.json` and `.md` with the machine and
+Sizes: tiny (1 cell, C=4, batch 8, 8x8 images: a smoke size, the suite's), small (5 cells,
+C=8, batch 16), full (8 cells, C=16, batch 64, the paper's search); images 32x32x3 (CIFAR's) at
+small and full, 10 classes, ResNet-18 audience of width 64 at full size (the paper's), 16 at
+small, 4 at tiny. Writes `<out>/bench_<size>.json` and `.md` with the machine and
 date. The persistent compilation cache is off: compile times are real.
 """
 
@@ -32,10 +33,10 @@ import subprocess
 import sys
 import time
 
-SIZES = {  # layers, channels, batch, audience width
-    'tiny': (1, 4, 8, 4),
-    'small': (5, 8, 16, 16),
-    'full': (8, 16, 64, 64),
+SIZES = {  # layers, channels, batch, audience width, image side
+    'tiny': (1, 4, 8, 4, 8),
+    'small': (5, 8, 16, 16, 32),
+    'full': (8, 16, 64, 64, 32),
 }
 VARIANTS = {  # name: (gamma, mode)
     'darts_1st': (0.0, 'first_order'),
@@ -51,7 +52,7 @@ VARIANTS = {  # name: (gamma, mode)
 
 def _config(size: str, variant: str, impl: str, jit_whole: bool):
   from lease_jax.configs import default
-  layers, channels, batch, width = SIZES[size]
+  layers, channels, batch, width, _ = SIZES[size]
   gamma, mode = VARIANTS[variant]
   config = default.get_config()
   config.search.batch_size, config.search.gamma, config.search.mode = batch, gamma, mode
@@ -79,16 +80,16 @@ def _timed(fn) -> float:
   return time.perf_counter() - start
 
 
-def _random_cifar(config):
-  """(search, state, two (train, val) batches) on random CIFAR-shaped images."""
+def _random_cifar(config, side: int):
+  """(search, state, two (train, val) batches) on random CIFAR-like `side`² RGB images."""
   import numpy as np
 
   from lease_jax import builders, data
   batch = config.search.batch_size
   rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (4 * batch, 32, 32, 3), dtype=np.uint8)
+  images = rng.integers(0, 256, (4 * batch, side, side, 3), dtype=np.uint8)
   source = data.ArraySource(images, rng.integers(0, 10, 4 * batch))
-  info = data.DatasetInfo('random', 10, (32, 32, 3), data.KNOWN['cifar10'][2],
+  info = data.DatasetInfo('random', 10, (side, side, 3), data.KNOWN['cifar10'][2],
                           data.KNOWN['cifar10'][3])
   train, val = builders.search_streams(config, info, source)
   search = builders.build_search(config, info, steps_per_epoch=1000)
@@ -105,7 +106,7 @@ def check_hvp(size: str, impl: str) -> float:
 
   from lease_jax import hypergrad, lease
   config = _config(size, 'lease_exact', impl, True)
-  search, state, ((train, val), _) = _random_cifar(config)
+  search, state, ((train, val), _) = _random_cifar(config, SIZES[size][-1])
   problem = search.spec.problem
   kw = dict(E=state.explainer, A=state.alphas, W=state.audience,
             explainer_state=state.explainer_opt_state, audience_state=state.audience_opt_state,
@@ -131,7 +132,7 @@ def measure(size: str, variant: str, impl: str, jit_whole: bool, repeats: int) -
   from lease_jax import lease, precompile
 
   config = _config(size, variant, impl, jit_whole)
-  search, state, batches = _random_cifar(config)
+  search, state, batches = _random_cifar(config, SIZES[size][-1])
   step = lease.make_step(search.spec, jit_whole)
 
   def run(k):
@@ -259,9 +260,9 @@ def main(argv=None) -> int:
 
   import jax
   ceiling = matmul_gflops()
-  layers, channels, batch, width = SIZES[args.size]
+  layers, channels, batch, width, side = SIZES[args.size]
   header = (f'size {args.size}: {layers} cells, C={channels}, batch {batch}, ResNet-18 width '
-            f'{width}; kernels {args.impl}; {"one program" if args.jit_whole else "pieces"}; '
+            f'{width}, {side}x{side} images; kernels {args.impl}; {"one program" if args.jit_whole else "pieces"}; '
             f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
             f'{jax.devices()[0].device_kind}; jax {jax.__version__}; '
             f'{datetime.date.today().isoformat()}; fp32 matmul {ceiling:.1f} GFLOP/s')

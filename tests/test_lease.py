@@ -43,7 +43,7 @@ def test_one_iteration_in_every_mode(setup):
     state = search.init_state(config.seed)
     alphas0 = jax.tree.map(np.asarray, state.alphas)
     # The thin driver for every mode: the real steps' pieces are shared by all four (the
-    # one-program iteration is tested in test_accelerator_defaults_equal_the_cpu_path).
+    # one-program iteration is tested in test_one_program_iteration_equals_the_pieces).
     step = lease.make_step(search.spec, jit_whole=False)
     new_state, metrics = step(state, train, val)
     assert int(new_state.step) == 1
@@ -109,30 +109,27 @@ def test_explainer_term_decreases_over_iterations_on_a_fixed_batch(setup):
   assert losses[-1] < losses[0], losses
 
 
-def test_accelerator_defaults_equal_the_cpu_path():
+def test_one_program_iteration_equals_the_pieces(setup):
   """The GPU/TPU defaults (`impl='auto'` → XLA's kernels, the whole iteration as one jitted
-  program) give the CPU defaults' iteration (sliced kernels, thin driver over jitted pieces) at
-  tiny size, hvp mode: the same new α and the same metrics (float32)."""
-  config = tiny.get_config()
-  config.search.mode = 'hvp'
-  info, train_source, _ = data.load_sources(config.data)
-  train, val = builders.search_streams(config, info, train_source)
-  # Gaussian images: digits' flat background ties max-pool windows, where the two kernels take
-  # different (equally valid) subgradients.
+  program) give the pieces driver's iteration (CPU's default driver) at tiny size, hvp mode: the
+  same new α and the same metrics (float32). The two kernel implementations are compared in
+  test_models.py (values, gradients and second-order products); here both drivers use XLA's, so
+  the pieces are the ones `test_one_iteration_in_every_mode` compiled."""
+  config, searches, (train, val) = setup
+  search = searches['hvp']
+  # Gaussian images: digits' flat background ties max-pool windows, where a fused program and
+  # the pieces may take different (equally valid) subgradients.
   noise = lambda batch, key: dict(batch, image=jax.random.normal(key, batch['image'].shape))
-  batches = (noise(builders.to_device(train.batch(0)), jax.random.PRNGKey(1)),
-             noise(builders.to_device(val.batch(0)), jax.random.PRNGKey(2)))
+  batches = noise(train, jax.random.PRNGKey(1)), noise(val, jax.random.PRNGKey(2))
+  # A by plain SGD with rate 1: the new α is α − ∇_A, so the hypergradients are compared
+  # (Adam's first step is lr·sign(∇_A), which flips on float32 noise where ∇_A ≈ 0).
+  spec = dataclasses.replace(search.spec, arch_tx=optax.sgd(1.0))
   results = {}
-  for impl, jit_whole in (('xla', True), ('slices', False)):
-    config.explainer.impl = impl
-    search = builders.build_search(config, info, train.steps_per_epoch)
-    # A by plain SGD with rate 1: the new α is α − ∇_A, so the hypergradients are compared
-    # (Adam's first step is lr·sign(∇_A), which flips on float32 noise where ∇_A ≈ 0).
-    spec = dataclasses.replace(search.spec, arch_tx=optax.sgd(1.0))
+  for jit_whole in (True, False):
     state = search.init_state(config.seed)
     state = lease.init_state(spec, state.explainer, state.alphas, state.audience, state.rng)
     state, metrics = lease.make_step(spec, jit_whole)(state, *batches)
-    results[impl] = jax.device_get((state.alphas, state.explainer, metrics))
+    results[jit_whole] = jax.device_get((state.alphas, state.explainer, metrics))
   (alphas, weights, metrics), (alphas_cpu, weights_cpu, metrics_cpu) = results.values()
   flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
   for new, cpu, tolerance in ((alphas, alphas_cpu, 1e-4), (weights, weights_cpu, 1e-4)):
