@@ -109,10 +109,12 @@ def test_per_device_batch_norm_is_grouped_statistics(search_setup):
   grouped = builders.build_search(config, info, 100, bn_groups=4)
   plain = builders.build_search(config, info, 100, bn_groups=1)
   state = grouped.init_state(config.seed)
-  step_grouped = lease.make_step(grouped.spec, jit_whole=True)
+  # The pieces driver, as a search runs it: its first-order pieces are the ones the searches of
+  # the two tests below compile.
+  step_grouped = lease.make_step(grouped.spec, jit_whole=False)
   four, _ = step_grouped(parallel.replicate(state, mesh), parallel.shard_batch(train, mesh),
                          parallel.shard_batch(val, mesh))
-  state = grouped.init_state(config.seed)  # the jitted step donated the first copy
+  state = grouped.init_state(config.seed)  # a fresh copy: steps may donate their input
   one, _ = step_grouped(state, parallel.shard_batch(train, None),
                         parallel.shard_batch(val, None))
   # Groups of 2 examples, and the audience's last stage sees 1x1 maps of the 8x8 digits: its
@@ -120,7 +122,7 @@ def test_per_device_batch_norm_is_grouped_statistics(search_setup):
   _assert_trees_close((four.alphas, four.explainer), (one.alphas, one.explainer), 1e-3)
   _assert_trees_close(four.audience, one.audience, 1e-2)
   state = plain.init_state(config.seed)
-  global_stats, _ = lease.make_step(plain.spec, jit_whole=True)(
+  global_stats, _ = lease.make_step(plain.spec, jit_whole=False)(
       state, parallel.shard_batch(train, None), parallel.shard_batch(val, None))
   differences = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()),
                                              global_stats.alphas, one.alphas))
