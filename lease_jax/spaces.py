@@ -93,7 +93,8 @@ class Space:
             'alphas_reduce': visualize.darts_choices(arch.reduce, self.steps)}
 
   def draw(self, alphas: Mapping[str, Any], arch, plots: str, prefix: str, title: str) -> None:
-    """`{prefix}alphas.png` and the cell drawing(s) under `plots/`."""
+    """`{prefix}alphas.png` and the cell drawing(s) under `plots/` (an epoch's, `prefix` set: PNG
+    only; the final one also as SVG and Graphviz source)."""
     alphas = jax.device_get(dict(alphas))
     visualize.draw_alphas({k: alphas[k] for k in self.alpha_names},
                           os.path.join(plots, f'{prefix}alphas.png'), title,
@@ -101,7 +102,7 @@ class Space:
     if self.name == 'nb201':
       visualize.draw_nb201_cell(arch, os.path.join(plots, f'{prefix}cell.png'))
     else:
-      visualize.draw_genotype(arch, plots, prefix)
+      visualize.draw_genotype(arch, plots, prefix, ('png',) if prefix else ('png', 'svg', 'dot'))
 
   def summary(self, arch, num_classes: int) -> dict[str, Any]:
     """What `summary.json` says of the cell beyond its JSON form."""

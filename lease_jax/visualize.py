@@ -12,6 +12,7 @@ import os
 from typing import Mapping, Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
@@ -97,8 +98,10 @@ def draw_cell(ax, edges: Sequence[tuple[str, int]], concat: Sequence[int], title
   ax.axis('off')
 
 
-def draw_genotype(genotype: Genotype, out_dir: str, prefix: str = '') -> list[str]:
-  """Writes `{prefix}normal.{png,svg,dot}` and `{prefix}reduction.{png,svg,dot}`; returns paths."""
+def draw_genotype(genotype: Genotype, out_dir: str, prefix: str = '',
+                  formats: Sequence[str] = ('png', 'svg', 'dot')) -> list[str]:
+  """Writes `{prefix}normal.<format>` and `{prefix}reduction.<format>` for each of `formats`
+  (png, svg, dot: the Graphviz source); returns the paths."""
   os.makedirs(out_dir, exist_ok=True)
   written = []
   for name, edges, concat in (('normal', genotype.normal, genotype.normal_concat),
@@ -107,13 +110,14 @@ def draw_genotype(genotype: Genotype, out_dir: str, prefix: str = '') -> list[st
     fig, ax = plt.subplots(figsize=(width, 5.5))
     draw_cell(ax, edges, concat, f'{name} cell')
     base = os.path.join(out_dir, f'{prefix}{name}')
-    for ext in ('png', 'svg'):
-      fig.savefig(f'{base}.{ext}', bbox_inches='tight', dpi=120)
+    for ext in formats:
+      if ext == 'dot':
+        with open(f'{base}.dot', 'w') as f:
+          f.write(cell_dot(edges, concat))
+      else:
+        fig.savefig(f'{base}.{ext}', bbox_inches='tight', dpi=120)
       written.append(f'{base}.{ext}')
     plt.close(fig)
-    with open(f'{base}.dot', 'w') as f:
-      f.write(cell_dot(edges, concat))
-    written.append(f'{base}.dot')
   return written
 
 
@@ -208,8 +212,8 @@ def draw_alpha_trajectory(history: Sequence[Mapping], path: str, *,
             for n in names}  # [epochs, edges, ops]
   edges = max(v.shape[1] for v in series.values())
   cols = len(names)
-  fig, axes = plt.subplots(edges, cols, figsize=(4.2 * cols, 1.35 * edges + 1), sharex=True,
-                           squeeze=False)
+  height = 1.35 * edges + 1.2
+  fig, axes = plt.subplots(edges, cols, figsize=(4.2 * cols, height), sharex=True, squeeze=False)
   colors = plt.get_cmap('tab10')
   for c, name in enumerate(names):
     for r in range(edges):
@@ -225,9 +229,12 @@ def draw_alpha_trajectory(history: Sequence[Mapping], path: str, *,
       if r == 0:
         ax.set_title(name, fontsize=9)
   axes[-1][0].set_xlabel('epoch')
+  axes[-1][0].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
   handles, labels = axes[0][0].get_legend_handles_labels()
-  fig.legend(handles, labels, loc='upper center', ncol=min(len(ops), 8), fontsize=7)
-  fig.tight_layout(rect=(0, 0, 1, 0.97))
+  fig.legend(handles, labels, loc='upper center', ncol=min(len(ops), 4), fontsize=7)
+  # Fixed margins (in inches) rather than `tight_layout`, which draws the 28 panels twice.
+  fig.subplots_adjust(left=0.55 / (4.2 * cols), right=1 - 0.1 / (4.2 * cols),
+                      bottom=0.45 / height, top=1 - 0.75 / height, hspace=0.25, wspace=0.22)
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
