@@ -33,8 +33,10 @@ class Search:
     inits = [(jax.jit(self.space.model.init), (key_e, alphas, sample), {})]
     if self.audience:
       inits.append((jax.jit(self.audience.init), (key_w, sample), {}))
-    precompile.compile_all(inits)  # both programs at once, on two cores
-    params = [init(*args)['params'] for init, args, _ in inits]
+    # Both programs at once, on two cores, built for a single run (None when traced).
+    programs = precompile.compile_all(inits, compiler_options=precompile.run_once_options())
+    params = [(program or init)(*args)['params']
+              for program, (init, args, _) in zip(programs, inits)]
     explainer, audience = params[0], params[1] if self.audience else {}
     return lease.init_state(self.spec, explainer, alphas, audience, key_rng)
 

@@ -62,9 +62,22 @@ def test_compile_all_under_a_trace_compiles_nothing():
   # `jax.eval_shape(lambda: search.init_state(0))` asks for shapes only: its compile-ahead of the
   # init programs would compile full-size programs that nothing runs.
   def shapes_only(x):
-    precompile.compile_all([(jax.jit(_inner.__wrapped__), (x,), {})])
+    assert precompile.compile_all([(jax.jit(_inner.__wrapped__), (x,), {})]) == [None]
     return _inner(x)
   x = jnp.ones(11)
   before = len(_compiles)
   assert jax.eval_shape(shapes_only, x).shape == (11,)
   assert len(_compiles) == before
+
+
+def test_compile_all_returns_the_programs_built_with_the_options_asked():
+  # A run-once program (an init) compiled with cheap options: the returned programs compute what
+  # the functions do, in the order given, whatever order they were compiled in.
+  x, y = jnp.linspace(0.0, 1.0, 9), jnp.ones((4, 2))
+  calls = [(jax.jit(lambda a: jnp.cos(a) * 3.0), (x,), {}), (jax.jit(lambda a: a.sum(0)), (y,), {})]
+  programs = precompile.compile_all(calls, workers=2,
+                                    compiler_options=precompile.run_once_options())
+  assert len(programs) == 2
+  for program, (fn, args, _) in zip(programs, calls):
+    np.testing.assert_allclose(program(*args), fn(*args), rtol=1e-6)
+  assert precompile.run_once_options()  # on CPU: LLVM's optimisation off
