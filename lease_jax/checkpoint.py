@@ -51,10 +51,12 @@ def check_finite_metrics(step: int, metrics: dict, hint: str = '') -> None:
       raise NonFiniteError(f'non-finite {key} at step {step}{hint}')
 
 
-def check_finite_state(step: int, state: Any) -> None:
-  """Raises `NonFiniteError` if the weights or optimizer state hold a NaN or Inf."""
+def check_finite_state(step: int, state: Any, hint: str = '') -> None:
+  """Raises `NonFiniteError` if the weights or optimizer state hold a NaN or Inf (`hint`: the
+  likely cause, appended to the message)."""
   if not bool(_all_finite(state)):
-    raise NonFiniteError(f'non-finite weights or optimizer state at step {step} (not saved)')
+    raise NonFiniteError(f'non-finite weights or optimizer state at step {step} (not saved)'
+                         f'{hint}')
 
 
 def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
@@ -178,13 +180,14 @@ class Checkpointer:
     self.extra = dict(restored['extra'] or {})
     return restored['state'], True
 
-  def save(self, step: int, state: Any, force: bool = False, extra: dict | None = None) -> None:
+  def save(self, step: int, state: Any, force: bool = False, extra: dict | None = None,
+           hint: str = '') -> None:
     """Saves `state` as `step`, with `extra` (JSON: e.g. the running metric sums of an epoch,
     so that a resumed run's epoch means equal an uninterrupted run's). A state holding a NaN or
-    Inf is never saved (`NonFiniteError`)."""
+    Inf is never saved (`NonFiniteError`, its message ending with `hint`)."""
     if step in (self.manager.all_steps() or []):
       return
-    check_finite_state(step, state)
+    check_finite_state(step, state, hint)
     extra = {**(extra or {}), 'config': self.config_dict}  # the guard's record, in every one
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)), force=force)
@@ -201,9 +204,9 @@ class Checkpointer:
   def last_saved_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def finish(self, state: Any, extra: dict | None = None) -> None:
+  def finish(self, state: Any, extra: dict | None = None, hint: str = '') -> None:
     """Saves the final (or stopped) state, waits for every save to land, and closes."""
-    self.save(int(state.step), state, force=True, extra=extra)
+    self.save(int(state.step), state, force=True, extra=extra, hint=hint)
     self.close()
 
 

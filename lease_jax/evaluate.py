@@ -258,7 +258,7 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
           history.append(entry)
           if is_chief:  # the history first: a run stopped before the checkpoint cuts it back
             checkpoint.write_jsonl(history_path, history)
-          ckpt.save(step + 1, state, extra=sums())  # refuses a non-finite state
+          ckpt.save(step + 1, state, extra=sums(), hint=hint)  # refuses a non-finite state
           if is_chief:
             train_metrics = entry['train']
             progress.write(f'epoch {epoch}/{spec.epochs}: train loss '
@@ -266,7 +266,7 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
                            f'{train_metrics["train_acc"]:.3f}; test error '
                            f'{last_test.get("test_error", float("nan")):.4f}')
         elif (step + 1) % cfg.checkpoint_every == 0:
-          ckpt.save(step + 1, state, extra=sums())
+          ckpt.save(step + 1, state, extra=sums(), hint=hint)
   except checkpoint.NonFiniteError as error:
     ckpt.close()  # the in-flight saves of good states land
     if is_chief:
@@ -281,7 +281,7 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
     prefetch.close()
 
   finished = int(state.step) >= total_steps
-  ckpt.finish(state, extra=sums())
+  ckpt.finish(state, extra=sums(), hint=hint)
   if not last_test or not history or history[-1]['step'] != int(state.step):
     last_test = evaluate(eval_fn, state, test, mesh)  # a stopped run reports its current error
   params = jax.device_get(state.params)

@@ -125,7 +125,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                          'audience_val_loss')}, refresh=False)
         progress.update(1)
         if epoch_end:
-          checkpoint.check_finite_state(step + 1, state)  # before any output of this epoch
+          checkpoint.check_finite_state(step + 1, state, hint)  # before any output of this epoch
           epoch = (step + 1) // steps_per_epoch
           genotype = space.derive(state.alphas)
           alphas = jax.device_get(state.alphas)
@@ -144,7 +144,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
           if is_chief:
             checkpoint.write_jsonl(history_path, history)
             space.save(workdir, alphas, genotype)
-          ckpt.save(step + 1, state, extra=sums())  # refuses a non-finite state
+          ckpt.save(step + 1, state, extra=sums(), hint=hint)  # refuses a non-finite state
           if search.spec.problem.has_audience:
             _draw_explanations(search.spec, state, pictured, mesh, info, is_chief,
                                os.path.join(plots, f'epoch{epoch:03d}_explanations.png'),
@@ -168,7 +168,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 f'{m.get("alpha_grad_norm", np.nan):.3g} | {space.describe(genotype)}'
                 + (f' | benchmark {benchmark}' if benchmark is not None else ''))
         elif (step + 1) % config.search.checkpoint_every == 0:
-          ckpt.save(step + 1, state, extra=sums())
+          ckpt.save(step + 1, state, extra=sums(), hint=hint)
   except checkpoint.NonFiniteError as error:
     _stop_non_finite(ckpt, writer, workdir, is_chief, history, error, total_steps)
     raise
@@ -180,7 +180,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     prefetch.close()
 
   finished = int(state.step) >= total_steps
-  ckpt.finish(state, extra=sums())
+  ckpt.finish(state, extra=sums(), hint=hint)
   genotype = space.derive(state.alphas)
   summary = {
       'genotype': genotype.to_json_dict(),

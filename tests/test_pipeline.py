@@ -219,3 +219,22 @@ def test_diverged_search_stops_without_saving_non_finite_values(tmp_path, env):
   if (workdir / 'alphas.json').exists():  # written only at a good epoch's end
     alphas = search_space.load_alphas(str(workdir / 'alphas.json'))  # refuses NaN
     assert all(map(lambda a: a.size, alphas.values()))
+
+
+def test_diverged_training_stops_without_saving_non_finite_values(tmp_path, env):
+  """`lease-train` with a learning rate that blows the weights up: exit 3, one line naming the
+  step, the quantity and the likely cause; not reported finished."""
+  workdir = tmp_path / 'train'
+  result = run_cli('train_main', f'--config={TINY}', '--genotype=DARTS_V2', f'--workdir={workdir}',
+                   '--config.train.learning_rate=1e6', env=env, check=False)
+  lines = [line for line in result.stderr.replace('\r', '\n').splitlines()
+           if line.startswith('lease-train')]
+  assert result.returncode == 3, result.stderr[-2000:]
+  assert len(lines) == 1 and 'stopped: non-finite' in lines[0], lines
+  assert 'train.learning_rate 1000000.0' in lines[0], lines[0]
+  summary = json.loads((workdir / 'summary.json').read_text())
+  assert summary['finished'] is False and summary['stopped'].startswith('non-finite')
+  assert 'test error' not in result.stdout
+  # the checkpointer refuses a non-finite state (test_data.py): the last one saved is before it
+  saved = sorted(int(n) for n in os.listdir(workdir / 'checkpoints'))
+  assert saved and summary['step'] == saved[-1] < summary['total_steps']
