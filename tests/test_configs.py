@@ -62,6 +62,10 @@ def test_unknown_field_is_refused():
     ('search.gamma', -1.0, 'search.gamma = -1.0; must be >= 0'),
     ('parallel.batch_norm', 'sync', "parallel.batch_norm 'sync'"),
     ('train.network', 'mobile', "train.network 'mobile'"),
+    ('explainer.steps', 0, 'explainer.steps = 0; must be >= 1'),
+    ('data.padding', -1, 'data.padding = -1; must be >= 0'),
+    ('search.checkpoint_every', 0, 'search.checkpoint_every = 0; must be >= 1'),
+    ('train.checkpoint_every', 0, 'train.checkpoint_every = 0; must be >= 1'),
 ])
 def test_bad_values_name_the_field(field, value, message):
   config = _parse('default')

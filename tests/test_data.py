@@ -144,6 +144,9 @@ def test_image_folder_source(tmp_path):
   assert sorted(train.labels[search_train.indices]) == [0, 1, 1] or \
       sorted(train.labels[search_train.indices]) == [0, 0, 1]
   assert set(train.labels[search_val.indices]) == {0, 1}  # both classes in both halves
+  # With the packaged default's name ('digits') left in the config, the folder names the data.
+  config.name = 'digits'
+  assert data.load_sources(config)[0].name == os.path.basename(tmp_path)
   (tmp_path / 'train' / 'ant' / '0.png').write_bytes(b'not a png')
   with pytest.raises(data.DataError, match='cannot decode image'):
     train[0]
