@@ -99,7 +99,7 @@ def run_once_options() -> dict[str, Any]:
   """XLA options for a program that runs once (an `init`): on CPU, LLVM's optimisation off,
   which halves the compile time of the supernet's init (20 → 11 s) and costs its single run
   hundredths of a second; initial weights then differ from an optimised build's in the last bit
-  (~3e-8), the same on every run. None elsewhere (accelerators compile these quickly)."""
+  (~3e-8), the same on every run. No options elsewhere (accelerators compile these quickly)."""
   if jax.default_backend() != 'cpu':
     return {}
   return {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
