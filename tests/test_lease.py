@@ -112,9 +112,10 @@ def test_explainer_term_decreases_over_iterations_on_a_fixed_batch(setup):
 def test_one_program_iteration_equals_the_pieces(setup):
   """The GPU/TPU defaults (`impl='auto'` → XLA's kernels, the whole iteration as one jitted
   program) give the pieces driver's iteration (CPU's default driver) at tiny size, hvp mode: the
-  same new α and the same metrics (float32). The two kernel implementations are compared in
-  test_models.py (values, gradients and second-order products); here both drivers use XLA's, so
-  the pieces are the ones `test_one_iteration_in_every_mode` compiled."""
+  same new α and the same metrics (float32). The two kernel implementations are compared
+  elsewhere: the supernet's values and gradients in test_models.py, each sliced kernel against
+  XLA's to third order (hvp included) in test_kernels.py; here both drivers use XLA's, so the
+  pieces are the ones `test_one_iteration_in_every_mode` compiled."""
   config, searches, (train, val) = setup
   search = searches['hvp']
   # Gaussian images: digits' flat background ties max-pool windows, where a fused program and
