@@ -103,7 +103,8 @@ def check_config(config, job: str | None = None) -> None:
     if config.explainer.impl == 'smooth' and config.get('space', 'darts') != 'darts':
       raise cli_utils.UserError(f"explainer.impl 'smooth' is a study option of the DARTS space; "
                                 f"space {config.space!r} accepts 'auto', 'slices', 'xla'")
-    for field in ('search.gamma', 'explanation.epsilon_pixels', 'hypergrad.fd_radius'):
+    for field in ('search.gamma', 'explanation.epsilon_pixels', 'hypergrad.fd_radius',
+                  'search.plot_every'):
       _at_least(config, field, 0)
     for field in ('search.epochs', 'search.batch_size', 'explainer.channels',
                   'explainer.layers', 'audience.width', 'search.keep_checkpoints',

@@ -22,8 +22,8 @@ from lease_jax import writers
 
 # Fields that change how a run goes, not what it computes: they may differ on resume.
 RESUMABLE_FIELDS = ('search.max_steps', 'search.log_every', 'search.checkpoint_every',
-                    'search.keep_checkpoints', 'search.jit_whole_step', 'data.workers',
-                    'data.data_dir', 'train.max_steps', 'train.log_every',
+                    'search.keep_checkpoints', 'search.plot_every', 'search.jit_whole_step',
+                    'data.workers', 'data.data_dir', 'train.max_steps', 'train.log_every',
                     'train.checkpoint_every', 'train.keep_checkpoints', 'train.genotype',
                     'train.eval_every_epochs', 'train.test_examples', 'train.eval_batch_size',
                     'parallel.num_devices', 'benchmark.table')

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import os
 import pickle
 import resource
@@ -106,19 +107,26 @@ def comparison_points(config) -> list[int]:
 
 
 def run_trajectory(config, workdir: str) -> list[int]:
-  """Runs the search and keeps its state at the comparison points (skips kept ones)."""
+  """Runs the search and keeps its state at the comparison points; an interrupted trajectory
+  resumes from its latest kept state (a step is a function of the state and the step's
+  batches, so the states that follow are the uninterrupted run's)."""
   import jax
 
   from lease_jax import builders, lease
   points = comparison_points(config)
   paths = {p: os.path.join(workdir, f'state_{p}.pkl') for p in points}
-  if all(os.path.exists(path) for path in paths.values()):
+  kept = list(itertools.takewhile(lambda p: os.path.exists(paths[p]), points))
+  if len(kept) == len(points):
     return points
   search, train, val = setup(config)
-  state = search.init_state(config.seed)
+  if kept:
+    start, state = kept[-1], load_point(workdir, kept[-1])
+    print(f'resuming the trajectory from its state at step {start}', flush=True)
+  else:
+    start, state = 0, search.init_state(config.seed)
   step_fn = lease.make_step(search.spec, config.search.jit_whole_step)
-  for step in range(points[-1] + 1):
-    if step in paths:
+  for step in range(start, points[-1] + 1):
+    if step in paths and not os.path.exists(paths[step]):
       with open(paths[step] + '.tmp', 'wb') as f:
         pickle.dump(jax.device_get(state), f)
       os.replace(paths[step] + '.tmp', paths[step])

@@ -9,9 +9,10 @@
                     epoch's explainer and audience validation accuracy), for DARTS the CIFAR
                     evaluation network's parameters, with a benchmark table the looked-up values
   history.jsonl     one line per epoch: step, cell, A, the epoch's mean metrics (and look-ups)
-  plots/            per epoch and final: α as deviation from uniform with the derived choice
-                    outlined, the cell drawings; `epochNNN_explanations.png` (images, δ', the
-                    audience's input); `alphas_trajectory.png`; `history.png` (accuracies,
+  plots/            per epoch (every `search.plot_every` epochs and the last; 0: none) and
+                    final: α as deviation from uniform with the derived choice outlined, the
+                    cell drawings; per epoch also `epochNNN_explanations.png` (images, δ', the
+                    audience's input), `alphas_trajectory.png`, `history.png` (accuracies,
                     |∇_A| by term)
   log.txt, events.* the metrics, as text and as TensorBoard events
   checkpoints/      orbax checkpoints (every `checkpoint_every` steps and at each epoch's end)
@@ -145,16 +146,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
             checkpoint.write_jsonl(history_path, history)
             space.save(workdir, alphas, genotype)
           ckpt.save(step + 1, state, extra=sums(), hint=hint)  # refuses a non-finite state
-          if search.spec.problem.has_audience:
+          draw = epoch_plots_due(epoch, config.search.plot_every, config.search.epochs)
+          if draw and search.spec.problem.has_audience:
             _draw_explanations(search.spec, state, pictured, mesh, info, is_chief,
                                os.path.join(plots, f'epoch{epoch:03d}_explanations.png'),
                                f'epoch {epoch}: explanations of fixed validation images')
-          if is_chief:
+          if draw and is_chief:
             space.draw(alphas, genotype, plots, f'epoch{epoch:03d}_', f'epoch {epoch}')
             visualize.draw_alpha_trajectory(history, os.path.join(plots, 'alphas_trajectory.png'),
                                             row_labels=space.row_labels, ops=space.ops)
             visualize.draw_history(history, os.path.join(plots, 'history.png'),
                                    f'{info.name}: search history')
+          if is_chief:
             writer.write_texts(step + 1, {'genotype': space.describe(genotype)})
             m = entry['metrics']
             progress.write(
@@ -207,6 +210,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer.flush()
   writer.close()
   return summary
+
+
+def epoch_plots_due(epoch: int, plot_every: int, epochs: int) -> bool:
+  """Whether the end of `epoch` (1-based) draws the epoch plots: every `plot_every`-th epoch
+  and the search's last; never with `plot_every` 0 (the final α and cell are drawn regardless)."""
+  return plot_every > 0 and (epoch % plot_every == 0 or epoch == epochs)
 
 
 def _stop_non_finite(ckpt, writer, workdir, is_chief, history, error, total_steps):

@@ -65,6 +65,7 @@ def test_unknown_field_is_refused():
     ('explainer.steps', 0, 'explainer.steps = 0; must be >= 1'),
     ('data.padding', -1, 'data.padding = -1; must be >= 0'),
     ('search.checkpoint_every', 0, 'search.checkpoint_every = 0; must be >= 1'),
+    ('search.plot_every', -1, 'search.plot_every = -1; must be >= 0'),
     ('train.checkpoint_every', 0, 'train.checkpoint_every = 0; must be >= 1'),
 ])
 def test_bad_values_name_the_field(field, value, message):

@@ -144,7 +144,8 @@ def test_a_full_disk_stops_with_one_line_and_the_run_resumes(finished, tmp_path,
   workdir = tmp_path / 'run'
   full = dict(cli_env, PYTHONPATH=os.pathsep.join(filter(None, [str(inject),
                                                                 cli_env.get('PYTHONPATH')])))
-  result = run_cli('main', f'--config={TINY}', f'--workdir={workdir}', env=full, check=False)
+  result = run_cli('main', f'--config={TINY}', f'--workdir={workdir}',
+                   '--config.search.plot_every=1', env=full, check=False)
   _assert_one_line(result, 1, 'No space left on device', 'epoch001', 'rerun the same command')
   assert os.listdir(workdir / 'checkpoints')
   run_cli('main', f'--config={TINY}', f'--workdir={workdir}', env=cli_env)

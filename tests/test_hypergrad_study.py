@@ -43,3 +43,22 @@ def test_agreement_measures():
   assert measured['edge_agree'] == 0.5 and measured['sign_agree'] == pytest.approx(5 / 6)
   zero = hypergrad_study.agreement(np.zeros(6), ref, shapes)
   assert np.isnan(zero['cos']) and np.isnan(zero['edge_agree']) and zero['relerr'] == 1
+
+
+def test_an_interrupted_trajectory_resumes_from_its_latest_kept_state(tmp_path):
+  from lease_jax.configs import tiny
+  config = tiny.get_config()
+  config.search.mode = 'first_order'  # the trajectory's mode: the cheapest pieces
+  config.compare = compare_hypergrads.get_config().compare
+  config.compare.update(dict(points=3, every=1))
+  import jax
+  assert hypergrad_study.run_trajectory(config, str(tmp_path)) == [0, 1, 2]
+  uninterrupted = hypergrad_study.load_point(str(tmp_path), 2)
+  (tmp_path / 'state_2.pkl').unlink()  # as if stopped after keeping step 1
+  first = (tmp_path / 'state_1.pkl').stat().st_mtime_ns
+  hypergrad_study.run_trajectory(config, str(tmp_path))
+  resumed = hypergrad_study.load_point(str(tmp_path), 2)
+  assert jax.tree.structure(resumed) == jax.tree.structure(uninterrupted)
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(resumed),
+                                                  jax.tree.leaves(uninterrupted)))
+  assert (tmp_path / 'state_1.pkl').stat().st_mtime_ns == first  # resumed from it, not redone

@@ -12,7 +12,7 @@ import pytest
 
 from cli_helpers import TINY, run_cli, snapshot
 
-from lease_jax import search_space
+from lease_jax import search, search_space
 
 STEPS = 6
 
@@ -30,7 +30,7 @@ def _search_args(workdir, *extra):
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory, env):
   workdir = tmp_path_factory.mktemp('search') / 'run'
-  run_cli('main', *_search_args(workdir), env=env)
+  run_cli('main', *_search_args(workdir, '--config.search.plot_every=1'), env=env)
   return workdir
 
 
@@ -118,6 +118,17 @@ def test_stopped_search_continues_bitwise(uninterrupted, tmp_path, env):
        env=env)
   run_cli('main', *_search_args(workdir), env=env)
   assert (workdir / 'alphas.json').read_bytes() == (uninterrupted / 'alphas.json').read_bytes()
+  # tiny's plot_every = 0: no epoch plots, the final α and cell drawings only
+  assert sorted(os.listdir(workdir / 'plots')) == [
+      'alphas.png', 'normal.dot', 'normal.png', 'normal.svg', 'reduction.dot', 'reduction.png',
+      'reduction.svg']
+
+
+def test_epoch_plots_are_due_every_plot_every_epochs_and_at_the_last():
+  due = lambda every: [e for e in range(1, 6) if search.epoch_plots_due(e, every, 5)]
+  assert due(1) == [1, 2, 3, 4, 5]
+  assert due(2) == [2, 4, 5]
+  assert due(0) == []
 
 
 def test_different_config_in_workdir_is_refused(uninterrupted, env):

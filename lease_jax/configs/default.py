@@ -38,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
       log_every=10,             # steps between metric writes (and split hypergradient terms)
       checkpoint_every=50,      # steps between checkpoints (and at every epoch's end)
       keep_checkpoints=2,
+      plot_every=1,             # epochs between the epoch plots (and the last); 0: none
       max_steps=-1,             # stop early after this many steps (-1: all epochs)
   ))
 
