@@ -11,7 +11,10 @@ import pytest
 from lease_jax import builders, data, hypergrad, lease
 from lease_jax.configs import tiny
 
-MODES = ('first_order', 'hvp', 'finite_difference', 'exact')
+# `exact` runs its iteration on the real networks in test_parallel.py (on four devices, against
+# hvp's on one, to float32 rounding) and in test_benchmark.py's gpu_check (one device, against
+# hvp); compiled here too, it would be the suite's third exact program and check nothing more.
+MODES = ('first_order', 'hvp', 'finite_difference')
 
 
 @pytest.fixture(scope='module')
@@ -35,14 +38,13 @@ def setup():
   return config, searches, batches
 
 
-def test_one_iteration_in_every_mode(setup):
+def test_one_iteration_per_mode(setup):
   config, searches, (train, val) = setup
-  results = {}
   for mode in MODES:
     search = searches[mode]
     state = search.init_state(config.seed)
     alphas0 = jax.tree.map(np.asarray, state.alphas)
-    # The thin driver for every mode: the real steps' pieces are shared by all four (the
+    # The thin driver for every mode: the real steps' pieces are shared by all three (the
     # one-program iteration is tested in test_one_program_iteration_equals_the_pieces).
     step = lease.make_step(search.spec, jit_whole=False)
     new_state, metrics = step(state, train, val)
@@ -54,12 +56,6 @@ def test_one_iteration_in_every_mode(setup):
     for key in ('explainer_train_loss', 'explainer_val_loss', 'audience_train_loss',
                 'alpha_grad_norm', 'learning_rate'):
       assert key in metrics, (mode, key)
-    results[mode] = metrics
-  # The exact single program and the chain of jitted hvp pieces agree (float32).
-  np.testing.assert_allclose(float(results['hvp']['alpha_grad_norm']),
-                             float(results['exact']['alpha_grad_norm']), rtol=2e-3)
-  np.testing.assert_allclose(float(results['hvp']['alpha_grad_norm_audience']),
-                             float(results['exact']['alpha_grad_norm_audience']), rtol=2e-3)
 
 
 def test_hypergradient_is_a_descent_direction_for_O_A(setup):
@@ -115,7 +111,7 @@ def test_one_program_iteration_equals_the_pieces(setup):
   same new α and the same metrics (float32). The two kernel implementations are compared
   elsewhere: the supernet's values and gradients in test_models.py, each sliced kernel against
   XLA's to third order (hvp included) in test_kernels.py; here both drivers use XLA's, so the
-  pieces are the ones `test_one_iteration_in_every_mode` compiled."""
+  pieces are the ones `test_one_iteration_per_mode` compiled."""
   config, searches, (train, val) = setup
   search = searches['hvp']
   # Gaussian images: digits' flat background ties max-pool windows, where a fused program and
