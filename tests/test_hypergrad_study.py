@@ -46,12 +46,13 @@ def test_agreement_measures():
 
 
 def test_an_interrupted_trajectory_resumes_from_its_latest_kept_state(tmp_path):
+  import jax
+
   from lease_jax.configs import tiny
   config = tiny.get_config()
   config.search.mode = 'first_order'  # the trajectory's mode: the cheapest pieces
   config.compare = compare_hypergrads.get_config().compare
   config.compare.update(dict(points=3, every=1))
-  import jax
   assert hypergrad_study.run_trajectory(config, str(tmp_path)) == [0, 1, 2]
   uninterrupted = hypergrad_study.load_point(str(tmp_path), 2)
   (tmp_path / 'state_2.pkl').unlink()  # as if stopped after keeping step 1

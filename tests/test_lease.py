@@ -11,9 +11,10 @@ import pytest
 from lease_jax import builders, data, hypergrad, lease
 from lease_jax.configs import tiny
 
-# `exact` runs its iteration on the real networks in test_parallel.py (on four devices, against
-# hvp's on one, to float32 rounding) and in test_benchmark.py's gpu_check (one device, against
-# hvp); compiled here too, it would be the suite's third exact program and check nothing more.
+# `exact` runs on the real networks in test_parallel.py (its iteration on four devices, against
+# hvp's on one, to float32 rounding) and in test_benchmark.py's gpu_check (its hypergradient on
+# one device, against hvp's); compiled here too, it would be the suite's third exact program and
+# check nothing more.
 MODES = ('first_order', 'hvp', 'finite_difference')
 
 
