@@ -108,13 +108,17 @@ def test_explainer_term_decreases_over_iterations_on_a_fixed_batch(setup):
 
 def test_one_program_iteration_equals_the_pieces(setup):
   """The GPU/TPU defaults (`impl='auto'` → XLA's kernels, the whole iteration as one jitted
-  program) give the pieces driver's iteration (CPU's default driver) at tiny size, hvp mode: the
-  same new α and the same metrics (float32). The two kernel implementations are compared
+  program) give the pieces driver's iteration (CPU's default driver) at tiny size: the same new
+  α and E and the same metrics (float32). The driver is the same for every mode (the mode picks
+  the hypergradient), so the first-order mode's program checks it; the hvp hypergradient as one
+  program is checked against the exact one, and the hvp iteration as one program runs, in
+  test_benchmark.py's gpu_check: a one-program hvp iteration here would be the suite's second
+  (~1.5 min of compilation) and check nothing more. The two kernel implementations are compared
   elsewhere: the supernet's values and gradients in test_models.py, each sliced kernel against
   XLA's to third order (hvp included) in test_kernels.py; here both drivers use XLA's, so the
   pieces are the ones `test_one_iteration_per_mode` compiled."""
   config, searches, (train, val) = setup
-  search = searches['hvp']
+  search = searches['first_order']
   # Gaussian images: digits' flat background ties max-pool windows, where a fused program and
   # the pieces may take different (equally valid) subgradients.
   noise = lambda batch, key: dict(batch, image=jax.random.normal(key, batch['image'].shape))
