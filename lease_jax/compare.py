@@ -82,10 +82,7 @@ def _main(argv):
     if 'compare' not in config:
       raise cli_utils.UserError("the config has no 'compare' block (e.g. "
                                 "configs/compare_hypergrads.py)")
-    settings = [study.parse_setting(name) for name in config.compare.settings]
-    if config.compare.points < 1 or config.compare.every < 1:
-      raise cli_utils.UserError(f'compare.points = {config.compare.points}, compare.every = '
-                                f'{config.compare.every}; both must be >= 1')
+    settings = study.check_compare_block(config)
     os.makedirs(workdir, exist_ok=True)
     points = study.comparison_points(config)
     if flags.FLAGS.child_setting:

@@ -70,10 +70,27 @@ def parse_setting(name: str) -> Setting:
       f'(r > 0, e.g. fd_0.01), each but official_sign also with the prefix darts2_ (γ = 0)')
 
 
+def check_compare_block(config) -> list[Setting]:
+  """The `compare` block's settings; a one-line error names a bad value and what is accepted."""
+  from lease_jax import cli_utils, kernels
+  compare = config.compare
+  settings = [parse_setting(name) for name in compare.settings]
+  if compare.get('exact_impl') and compare.exact_impl not in kernels.IMPLS:
+    raise cli_utils.UserError(f'compare.exact_impl = {compare.exact_impl!r}; accepted: '
+                              f"'' (explainer.impl), {', '.join(kernels.IMPLS)}")
+  if compare.points < 1 or compare.every < 1:
+    raise cli_utils.UserError(f'compare.points = {compare.points}, compare.every = '
+                              f'{compare.every}; both must be >= 1')
+  return settings
+
+
 def setting_config(config, setting: Setting):
-  """The config a setting computes with (γ = 0 for darts2_, the official explanations)."""
+  """The config a setting computes with (γ = 0 for darts2_, the official explanations, the
+  `exact` program's kernels: `compare.exact_impl`)."""
   from lease_jax.configs import lease_official_code
   config = config.copy_and_resolve_references()
+  if setting.mode == 'exact' and config.compare.get('exact_impl'):
+    config.explainer.impl = config.compare.exact_impl
   if setting.darts2:
     config.search.gamma = 0.0
   if setting.official_sign:
@@ -241,6 +258,8 @@ def write_report(config, workdir: str, points: list[int], settings: list[Setting
       writer.writeheader()
       writer.writerows(table)
   failures = {name: r['failed'] for name, r in results.items() if r.get('failed')}
+  exact_kernels = (f'; exact: {config.compare.exact_impl}' if config.compare.get('exact_impl')
+                   and any(s.mode == 'exact' for s in settings) else '')
   writers.write_json_atomic(os.path.join(workdir, 'compare.json'), {
       'config': config.to_dict(), 'points': points, 'rows': table, 'failed': failures,
       'timing': {name: {k: r.get(k) for k in ('compile_s', 'run_s', 'peak_rss_gib')}
@@ -248,7 +267,8 @@ def write_report(config, workdir: str, points: list[int], settings: list[Setting
   lines = [f'# Hypergradients against the exact one ({time.strftime("%Y-%m-%d")})', '',
            f'Command: `{command}`', '',
            f'Setup: {config.data.name} ({config.data.source}), supernet {config.explainer.layers} '
-           f'cells C={config.explainer.channels} (kernels {config.explainer.impl}), ResNet-18 '
+           f'cells C={config.explainer.channels} (kernels {config.explainer.impl}'
+           f'{exact_kernels}), ResNet-18 '
            f'audience width {config.audience.width}, batch {config.search.batch_size}, '
            f'γ={config.search.gamma}, explanation {config.explanation.target} target from '
            f'{config.explanation.start} δ0, audience input {config.explanation.audience_input}; '

@@ -238,13 +238,14 @@ IMPLS = ('auto', 'slices', 'xla', 'smooth')
 
 
 def resolve(impl: str) -> str:
-  """'auto' is 'slices' on CPU and 'xla' on accelerators (their grouped convolutions are fast);
-  'smooth' is 'xla' with the kinks smoothed (`relu`, `max_pool`)."""
+  """'auto' is 'slices' on CPU and 'xla' on accelerators (their grouped convolutions are fast:
+  a 5-cell C=8 supernet's hvp step at batch 16 took 6 s with 'slices', 81 s with 'xla' on 2 CPU
+  cores); 'smooth' resolves as 'auto' does, with the kinks smoothed (`relu`, `max_pool`)."""
   if impl not in IMPLS:
     raise ValueError(f'kernel implementation {impl!r}; accepted: {", ".join(IMPLS)}')
-  if impl == 'auto':
+  if impl in ('auto', 'smooth'):
     return 'slices' if jax.default_backend() == 'cpu' else 'xla'
-  return 'xla' if impl == 'smooth' else impl
+  return impl
 
 
 def relu(x: Array, impl: str = 'auto') -> Array:

@@ -29,6 +29,27 @@ def test_setting_configs():
                                             hypergrad_study.parse_setting('official_sign'))
   assert official.explanation.sign and official.explanation.target == 'label'
   assert not config.explanation.sign
+  # the single-program exact setting alone takes `compare.exact_impl`'s kernels
+  config.explainer.impl, config.compare.exact_impl = 'auto', 'xla'
+  kernels_of = lambda name: hypergrad_study.setting_config(
+      config, hypergrad_study.parse_setting(name)).explainer.impl
+  assert [kernels_of(n) for n in ('exact', 'darts2_exact', 'hvp', 'fd_0.01')] == [
+      'xla', 'xla', 'auto', 'auto']
+  config.compare.exact_impl = ''
+  assert kernels_of('exact') == 'auto'
+
+
+def test_a_bad_compare_block_is_one_line_naming_what_is_accepted():
+  config = compare_hypergrads.get_config()
+  assert [s.name for s in hypergrad_study.check_compare_block(config)] == list(
+      config.compare.settings)
+  for key, value, message in (('exact_impl', 'cuda', "exact_impl = 'cuda'; accepted: ''"),
+                              ('points', 0, 'points = 0, compare.every = 5; both must be >= 1'),
+                              ('settings', ('hvp', 'fd_x'), "'fd_x'; accepted")):
+    bad = config.copy_and_resolve_references()
+    bad.compare[key] = value
+    with pytest.raises(cli_utils.UserError, match=message.replace('(', r'\(')):
+      hypergrad_study.check_compare_block(bad)
 
 
 def test_agreement_measures():

@@ -51,7 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
       multiplier=4,
       stem_multiplier=3,
       # kernels: 'auto' | 'slices' (fast on CPU) | 'xla' (fast compile) | 'smooth' (a study
-      # option: 'xla' with GELU for ReLU and average for max pooling, explainer and audience)
+      # option: 'auto' with GELU for ReLU and average for max pooling, explainer and audience)
       impl='auto',
       remat=True,
       learning_rate=0.025,
