@@ -35,16 +35,6 @@ DTYPES = ('float32', 'float64')
 TERMS = ('total', 'explainer', 'audience')
 
 
-def _load_config(path: str, overrides: list[str]):
-  """The config file with `--config.a.b=value` overrides (as ml_collections' flags parse)."""
-  from absl import flags
-  from ml_collections import config_flags
-  holder = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', path, 'config', flag_values=holder)
-  holder(['fd_error_curve', f'--config={path}', *overrides])
-  return holder.config
-
-
 def measure(config, workdir: str, points: list[int], variant: str, dtype: str) -> dict:
   """hvp and every radius's finite difference at every point (in this process)."""
   import jax
@@ -166,13 +156,14 @@ def main() -> None:
     jax.config.update('jax_default_matmul_precision', 'highest')  # no TF32 on accelerators
     from lease_jax import cli_utils
     cli_utils.setup_jax()
-    result = measure(_load_config(config_file, overrides), args.workdir, points, variant, dtype)
+    config = cli_utils.load_config(config_file, overrides)
+    result = measure(config, args.workdir, points, variant, dtype)
     from lease_jax import writers
     writers.write_json_atomic(os.path.join(args.out, f'curve_{variant}_{dtype}.json'), result)
     return
   from lease_jax import cli_utils, hypergrad_study
   cli_utils.setup_jax()
-  config = _load_config(config_file, overrides)
+  config = cli_utils.load_config(config_file, overrides)
   os.makedirs(args.workdir, exist_ok=True)
   missing = [p for p in points if p not in hypergrad_study.comparison_points(config)]
   if missing:

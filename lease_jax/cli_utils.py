@@ -16,6 +16,20 @@ def config_path(name: str) -> str:
   return os.path.join(CONFIG_DIR, f'{name}.py')
 
 
+def load_config(path: str, overrides: tuple[str, ...] = ()):
+  """The config file at `path` with `--config.a.b=value` overrides, parsed and locked as the
+  command-line tools parse theirs (for scripts and tests, which have no absl app)."""
+  from absl import flags
+  from ml_collections import config_flags
+  values, argv = flags.FlagValues(), ['lease_jax', *overrides]
+  # ml_collections reads the overrides from `sys_argv` when the flag is defined, so they go there
+  # as well as to the parse: without it they would come from this process's command line.
+  config_flags.DEFINE_config_file('config', path, flag_values=values, lock_config=True,
+                                  sys_argv=argv)
+  values(argv)
+  return values.config
+
+
 def setup_jax(config=None) -> None:
   """Turns on JAX's persistent compilation cache, so that a run pays each compilation once.
 

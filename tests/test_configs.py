@@ -5,7 +5,6 @@ import os
 
 import pytest
 from absl import flags
-from ml_collections import config_flags
 
 from lease_jax import builders, cli_utils
 
@@ -14,11 +13,7 @@ NAMES = [os.path.basename(p)[:-3] for p in CONFIGS if not p.endswith('__init__.p
 
 
 def _parse(name, *overrides):
-  values, argv = flags.FlagValues(), ['prog', *overrides]
-  config_flags.DEFINE_config_file('config', cli_utils.config_path(name), flag_values=values,
-                                  lock_config=True, sys_argv=argv)
-  values(argv)
-  return values.config
+  return cli_utils.load_config(cli_utils.config_path(name), overrides)
 
 
 @pytest.mark.parametrize('name', NAMES)
