@@ -1,7 +1,10 @@
 """Does the hypergradient's approximation change the search? The same search (seed, batches, δ0
 keys: all functions of (seed, step)) with `hvp` (exact), the paper's `finite_difference` and
 `first_order`; the derived cell of every epoch, the edges where it differs from hvp's, and α's
-distance from hvp's α over the epochs.
+distance from hvp's α over the epochs. The control: `hvp` again from other seeds (other weights'
+initialisation, batch order and δ0 keys; the same data split, which `data.split_seed` fixes),
+whose distance from the first hvp search is the search's own sensitivity, the yardstick for the
+approximations' differences.
 
   python experiments/mode_searches.py --data_dir=/tmp/cifar10-jpeg --workdir=runs/mode_searches \
       --results=experiments/results/compare_hypergrads_cifar10/searches
@@ -56,7 +59,8 @@ def alpha_vector(entry: dict) -> np.ndarray:
 
 
 def compare_histories(histories: dict[str, list[dict]]) -> list[dict]:
-  """One row per (mode, epoch): the cell's differences from hvp's and α's distance to hvp's."""
+  """One row per (search, epoch): the cell's differences from the `hvp` search's and α's distance
+  to its α (the searches are named by mode, controls `hvp_seed<k>`)."""
   reference = histories['hvp']
   rows = []
   for mode, history in histories.items():
@@ -99,8 +103,9 @@ def write_results(results: str, rows: list[dict], histories: dict, command: str)
     if mode == 'hvp':
       continue
     sel = [r for r in rows if r['mode'] == mode]
-    axes[0].plot([r['epoch'] for r in sel], [r['alpha_distance'] for r in sel], 'o-', label=mode)
-    axes[1].plot([r['epoch'] for r in sel], [r['edges_differing'] for r in sel], 'o-',
+    style = 'o--' if mode.startswith('hvp_seed') else 'o-'  # controls dashed
+    axes[0].plot([r['epoch'] for r in sel], [r['alpha_distance'] for r in sel], style, label=mode)
+    axes[1].plot([r['epoch'] for r in sel], [r['edges_differing'] for r in sel], style,
                  label=mode)
   axes[0].set_title('‖α − α_hvp‖ per epoch')
   axes[1].set_title("edges of the derived cells that differ from hvp's (of 16)")
@@ -118,17 +123,27 @@ def main() -> None:
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--results', required=True)
   parser.add_argument('--seed', type=int, default=1)
+  parser.add_argument('--control_seeds', default='2',
+                      help='comma-separated seeds of the hvp control searches ("" for none)')
   args, extra = parser.parse_known_args()
+  try:
+    control_seeds = [int(s) for s in args.control_seeds.split(',') if s.strip()]
+  except ValueError:
+    parser.error(f'--control_seeds {args.control_seeds!r}: accepted: comma-separated integers')
+  if args.seed in control_seeds:
+    parser.error(f'--control_seeds {control_seeds} must not hold --seed {args.seed}')
+  searches = [(mode, mode, args.seed) for mode in MODES]
+  searches += [(f'hvp_seed{seed}', 'hvp', seed) for seed in control_seeds]
   histories = {}
-  for mode in MODES:
-    workdir = os.path.join(args.workdir, mode)
+  for name, mode, seed in searches:
+    workdir = os.path.join(args.workdir, name)
     if not _finished(workdir):
-      print(f'{mode}: searching in {workdir}', flush=True)
+      print(f'{name}: searching in {workdir}', flush=True)
       subprocess.run([sys.executable, '-m', 'lease_jax.main', f'--config={CONFIG}',
                       f'--workdir={workdir}', f'--config.data.data_dir={args.data_dir}',
-                      f'--config.seed={args.seed}', f'--config.search.mode={mode}', *extra],
+                      f'--config.seed={seed}', f'--config.search.mode={mode}', *extra],
                      check=True)
-    histories[mode] = read_history(workdir)
+    histories[name] = read_history(workdir)
   command = 'python experiments/mode_searches.py ' + ' '.join(sys.argv[1:])
   write_results(args.results, compare_histories(histories), histories, command)
   print(open(os.path.join(args.results, 'searches.md')).read())

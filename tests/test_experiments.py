@@ -1,0 +1,58 @@
+"""The study scripts' own arithmetic (experiments/): what their results tables are computed from."""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           'experiments')
+
+
+def _load(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(EXPERIMENTS, f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+mode_searches = _load('mode_searches')
+
+NORMAL = [['sep_conv_3x3', 0], ['skip_connect', 1], ['max_pool_3x3', 0], ['sep_conv_5x5', 2],
+          ['dil_conv_3x3', 1], ['sep_conv_3x3', 3], ['skip_connect', 0], ['avg_pool_3x3', 4]]
+
+
+def _entry(epoch, normal, reduce, alpha):
+  return {'epoch': epoch, 'step': 10 * epoch, 'genotype': {'normal': normal, 'reduce': reduce},
+          'alphas': {'alphas_normal': [[alpha, 0.0]], 'alphas_reduce': [[0.0, 2 * alpha]]},
+          'metrics': {'explainer_val_acc': 0.5}}
+
+
+def test_differing_edges_counts_each_choice_the_reference_does_not_make():
+  other = [list(e) for e in NORMAL]
+  other[1] = ['sep_conv_3x3', 1]          # node 0: same input, other operation
+  other[6], other[7] = NORMAL[7], NORMAL[6]  # node 3: the same two choices, listed swapped
+  other[4] = ['dil_conv_3x3', 0]          # node 2: same operation, other input
+  genotype, reference = {'normal': other, 'reduce': NORMAL}, {'normal': NORMAL, 'reduce': NORMAL}
+  assert mode_searches.differing_edges(genotype, reference) == [
+      'normal node 0: sep_conv_3x3<-1', 'normal node 2: dil_conv_3x3<-0']
+  assert mode_searches.differing_edges(reference, reference) == []
+
+
+def test_compare_histories_measures_every_search_against_the_hvp_search():
+  changed = [list(e) for e in NORMAL]
+  changed[0] = ['max_pool_3x3', 0]
+  histories = {
+      'hvp': [_entry(1, NORMAL, NORMAL, 1.0), _entry(2, NORMAL, NORMAL, 2.0)],
+      'hvp_seed2': [_entry(1, changed, NORMAL, 4.0), _entry(2, NORMAL, changed, 2.0)],
+  }
+  rows = {(r['mode'], r['epoch']): r for r in mode_searches.compare_histories(histories)}
+  assert rows['hvp', 1]['edges_differing'] == 0 and rows['hvp', 2]['alpha_distance'] == 0
+  assert rows['hvp_seed2', 1]['edges_differing'] == 1
+  assert rows['hvp_seed2', 1]['differences'] == 'normal node 0: max_pool_3x3<-0'
+  # α = (a, 0, 0, 2a) against (1, 0, 0, 2): distance 3·√5 at epoch 1, none at epoch 2.
+  assert rows['hvp_seed2', 1]['alpha_distance'] == pytest.approx(3 * np.sqrt(5))
+  assert rows['hvp_seed2', 1]['alpha_norm_hvp'] == pytest.approx(np.sqrt(5))
+  assert rows['hvp_seed2', 2]['alpha_distance'] == 0
+  assert rows['hvp_seed2', 2]['differences'] == 'reduce node 0: max_pool_3x3<-0'
