@@ -10,7 +10,8 @@
 #      configs/compare_hypergrads_cifar10.py but `exact`, each in its own process);
 #   2. the finite difference's error against the radius (experiments/fd_error_curve.py) at
 #      three of its points, ReLU and smooth networks, float32 and float64;
-#   3. the same search with hvp, finite_difference and first_order (experiments/mode_searches.py);
+#   3. the same search with hvp, finite_difference and first_order at seeds 1 and 2, and hvp at
+#      seed 3: each mode against hvp at its seed, hvp against seed 1's (experiments/mode_searches.py);
 #   4. `lease-compare-grads` again, which adds `exact` (one program with XLA's kernels, the
 #      longest setting: last, so that it holds up nothing else) and rewrites the report.
 set -euo pipefail
@@ -33,7 +34,7 @@ python experiments/fd_error_curve.py --config="$config" --config.data.data_dir="
     --workdir="$runs/compare_cifar10" --points=0,90,190 --out="$out/fd_error_curve"
 echo "== 3. the search in three modes ($(date -u +%FT%TZ))"
 python experiments/mode_searches.py --data_dir="$data" --workdir="$runs/mode_searches" \
-    --results="$out/searches"
+    --results="$out/searches" --seeds=1,2 --control_seeds=3
 echo "== 4. lease-compare-grads with exact ($(date -u +%FT%TZ))"
 compare
 echo "== done ($(date -u +%FT%TZ))"

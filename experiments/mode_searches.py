@@ -1,13 +1,18 @@
 """Does the hypergradient's approximation change the search? The same search (seed, batches, δ0
 keys: all functions of (seed, step)) with `hvp` (exact), the paper's `finite_difference` and
-`first_order`; the derived cell of every epoch, the edges where it differs from hvp's, and α's
-distance from hvp's α over the epochs. The control: `hvp` again from other seeds (other weights'
-initialisation, batch order and δ0 keys; the same data split, which `data.split_seed` fixes),
-whose distance from the first hvp search is the search's own sensitivity, the yardstick for the
-approximations' differences.
+`first_order`; the derived cell of every epoch, the edges where it differs from the hvp search's
+of the same seed, and α's distance from that search's α over the epochs.
 
   python experiments/mode_searches.py --data_dir=/tmp/cifar10-jpeg --workdir=runs/mode_searches \
-      --results=experiments/results/compare_hypergrads_cifar10/searches
+      --results=experiments/results/compare_hypergrads_cifar10/searches --seeds=1,2 \
+      --control_seeds=3
+
+Every mode runs at every seed of `--seeds` (the first seed's searches are named by their mode,
+the others' `<mode>_seed<k>`), and each is compared with the hvp search of its own seed. The
+control: hvp searches from the other seeds of `--seeds` and from `--control_seeds` (hvp only),
+compared with the first seed's hvp search (other weights' initialisation, batch order and δ0
+keys; the same data split, which `data.split_seed` fixes): the search's own sensitivity to its
+seed, the yardstick for the approximations' differences.
 
 Each search is `lease-search` on `configs/search_cifar10_small.py` (resumable: the same command
 skips finished searches and resumes an unfinished one); then `searches.md`, `searches.csv` and
@@ -58,19 +63,36 @@ def alpha_vector(entry: dict) -> np.ndarray:
   return np.concatenate([np.ravel(entry['alphas'][k]) for k in sorted(entry['alphas'])])
 
 
-def compare_histories(histories: dict[str, list[dict]]) -> list[dict]:
-  """One row per (search, epoch): the cell's differences from the `hvp` search's and α's distance
-  to its α (the searches are named by mode, controls `hvp_seed<k>`)."""
-  reference = histories['hvp']
+def search_name(mode: str, seed: int, first_seed: int) -> str:
+  return mode if seed == first_seed else f'{mode}_seed{seed}'
+
+
+def plan_searches(seeds: list[int], control_seeds: list[int]) -> list[tuple[str, str, int, str]]:
+  """(name, mode, seed, reference's name) of every search: each mode at every seed against the
+  hvp search of its seed; hvp at a later seed (a control) against the first seed's."""
+  first = seeds[0]
+  plan = []
+  for seed in seeds + [s for s in control_seeds if s not in seeds]:
+    for mode in (MODES if seed in seeds else ('hvp',)):
+      reference = search_name('hvp', first if mode == 'hvp' else seed, first)
+      plan.append((search_name(mode, seed, first), mode, seed, reference))
+  return plan
+
+
+def compare_histories(histories: dict[str, list[dict]], references: dict[str, str]) -> list[dict]:
+  """One row per (search, epoch): the cell's differences from its reference search's and α's
+  distance to the reference's α (`references`: search name -> reference name)."""
   rows = []
-  for mode, history in histories.items():
+  for name, history in histories.items():
+    reference = histories[references[name]]
     for entry, ref in zip(history, reference):
       a, r = alpha_vector(entry), alpha_vector(ref)
       differs = differing_edges(entry['genotype'], ref['genotype'])
-      rows.append({'mode': mode, 'epoch': entry['epoch'], 'step': entry['step'],
-                   'edges_differing': len(differs), 'differences': '; '.join(differs),
+      rows.append({'search': name, 'reference': references[name], 'epoch': entry['epoch'],
+                   'step': entry['step'], 'edges_differing': len(differs),
+                   'differences': '; '.join(differs),
                    'alpha_distance': float(np.linalg.norm(a - r)),
-                   'alpha_norm_hvp': float(np.linalg.norm(r)),
+                   'alpha_norm_reference': float(np.linalg.norm(r)),
                    'explainer_val_acc': entry['metrics'].get('explainer_val_acc'),
                    'audience_val_acc': entry['metrics'].get('audience_val_acc')})
   return rows
@@ -82,33 +104,34 @@ def write_results(results: str, rows: list[dict], histories: dict, command: str)
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-  lines = [f'Command: `{command}`', '', '| mode | epoch | edges differing from hvp | '
-           '‖α − α_hvp‖ | ‖α_hvp‖ | explainer val acc | audience val acc |',
-           '|---|---|---|---|---|---|---|']
+  lines = [f'Command: `{command}`', '', '| search | reference | epoch | edges differing | '
+           '‖α − α_ref‖ | ‖α_ref‖ | explainer val acc | audience val acc |',
+           '|---|---|---|---|---|---|---|---|']
   fmt = lambda v: '–' if v is None else f'{v:.3f}'
   for r in rows:
-    lines.append(f'| {r["mode"]} | {r["epoch"]} | {r["edges_differing"]} of 16 | '
-                 f'{r["alpha_distance"]:.4f} | {r["alpha_norm_hvp"]:.4f} | '
+    lines.append(f'| {r["search"]} | {r["reference"]} | {r["epoch"]} | {r["edges_differing"]} of 16 | '
+                 f'{r["alpha_distance"]:.4f} | {r["alpha_norm_reference"]:.4f} | '
                  f'{fmt(r["explainer_val_acc"])} | {fmt(r["audience_val_acc"])} |')
   lines += ['', '## Final cells', '']
-  for mode, history in histories.items():
-    lines.append(f'- {mode}: `{json.dumps(history[-1]["genotype"])}`')
+  for name, history in histories.items():
+    lines.append(f'- {name}: `{json.dumps(history[-1]["genotype"])}`')
   with open(os.path.join(results, 'searches.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  for mode in histories:
-    if mode == 'hvp':
+  for name in histories:
+    sel = [r for r in rows if r['search'] == name]
+    if sel[0]['reference'] == name:
       continue
-    sel = [r for r in rows if r['mode'] == mode]
-    style = 'o--' if mode.startswith('hvp_seed') else 'o-'  # controls dashed
-    axes[0].plot([r['epoch'] for r in sel], [r['alpha_distance'] for r in sel], style, label=mode)
+    style = 'o--' if sel[0]['reference'] == 'hvp' and name.startswith('hvp_') else 'o-'
+    label = f'{name} vs {sel[0]["reference"]}'  # the seed controls dashed
+    axes[0].plot([r['epoch'] for r in sel], [r['alpha_distance'] for r in sel], style, label=label)
     axes[1].plot([r['epoch'] for r in sel], [r['edges_differing'] for r in sel], style,
-                 label=mode)
-  axes[0].set_title('‖α − α_hvp‖ per epoch')
-  axes[1].set_title("edges of the derived cells that differ from hvp's (of 16)")
+                 label=label)
+  axes[0].set_title('‖α − α_ref‖ per epoch')
+  axes[1].set_title("edges of the derived cells that differ from the reference's (of 16)")
   for ax in axes:
     ax.set_xlabel('epoch')
     ax.legend()
@@ -117,25 +140,30 @@ def write_results(results: str, rows: list[dict], histories: dict, command: str)
   plt.close(fig)
 
 
+def _seed_list(parser, flag: str, value: str) -> list[int]:
+  try:
+    return [int(s) for s in value.split(',') if s.strip()]
+  except ValueError:
+    parser.error(f'--{flag} {value!r}: accepted: comma-separated integers')
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--data_dir', required=True, help='the CIFAR-10 (JPEG) image folder root')
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--results', required=True)
-  parser.add_argument('--seed', type=int, default=1)
+  parser.add_argument('--seeds', default='1',
+                      help='comma-separated seeds at which every mode searches')
   parser.add_argument('--control_seeds', default='2',
-                      help='comma-separated seeds of the hvp control searches ("" for none)')
+                      help='comma-separated seeds of hvp-only control searches ("" for none)')
   args, extra = parser.parse_known_args()
-  try:
-    control_seeds = [int(s) for s in args.control_seeds.split(',') if s.strip()]
-  except ValueError:
-    parser.error(f'--control_seeds {args.control_seeds!r}: accepted: comma-separated integers')
-  if args.seed in control_seeds:
-    parser.error(f'--control_seeds {control_seeds} must not hold --seed {args.seed}')
-  searches = [(mode, mode, args.seed) for mode in MODES]
-  searches += [(f'hvp_seed{seed}', 'hvp', seed) for seed in control_seeds]
+  seeds, control_seeds = [_seed_list(parser, flag, getattr(args, flag))
+                          for flag in ('seeds', 'control_seeds')]
+  if not seeds:
+    parser.error('--seeds: at least one seed')
+  plan = plan_searches(seeds, control_seeds)
   histories = {}
-  for name, mode, seed in searches:
+  for name, mode, seed, _ in plan:
     workdir = os.path.join(args.workdir, name)
     if not _finished(workdir):
       print(f'{name}: searching in {workdir}', flush=True)
@@ -145,7 +173,8 @@ def main() -> None:
                      check=True)
     histories[name] = read_history(workdir)
   command = 'python experiments/mode_searches.py ' + ' '.join(sys.argv[1:])
-  write_results(args.results, compare_histories(histories), histories, command)
+  references = {name: reference for name, _, _, reference in plan}
+  write_results(args.results, compare_histories(histories, references), histories, command)
   print(open(os.path.join(args.results, 'searches.md')).read())
 
 

@@ -40,19 +40,37 @@ def test_differing_edges_counts_each_choice_the_reference_does_not_make():
   assert mode_searches.differing_edges(reference, reference) == []
 
 
-def test_compare_histories_measures_every_search_against_the_hvp_search():
+def test_plan_pairs_each_mode_with_the_hvp_search_of_its_seed():
+  plan = {name: (mode, seed, reference)
+          for name, mode, seed, reference in mode_searches.plan_searches([1, 2], [3, 2])}
+  assert plan == {
+      'hvp': ('hvp', 1, 'hvp'), 'finite_difference': ('finite_difference', 1, 'hvp'),
+      'first_order': ('first_order', 1, 'hvp'), 'hvp_seed2': ('hvp', 2, 'hvp'),
+      'finite_difference_seed2': ('finite_difference', 2, 'hvp_seed2'),
+      'first_order_seed2': ('first_order', 2, 'hvp_seed2'), 'hvp_seed3': ('hvp', 3, 'hvp')}
+
+
+def test_compare_histories_measures_every_search_against_its_reference():
   changed = [list(e) for e in NORMAL]
   changed[0] = ['max_pool_3x3', 0]
   histories = {
       'hvp': [_entry(1, NORMAL, NORMAL, 1.0), _entry(2, NORMAL, NORMAL, 2.0)],
       'hvp_seed2': [_entry(1, changed, NORMAL, 4.0), _entry(2, NORMAL, changed, 2.0)],
+      'first_order_seed2': [_entry(1, changed, NORMAL, 4.0), _entry(2, NORMAL, NORMAL, 2.0)],
   }
-  rows = {(r['mode'], r['epoch']): r for r in mode_searches.compare_histories(histories)}
+  references = {'hvp': 'hvp', 'hvp_seed2': 'hvp', 'first_order_seed2': 'hvp_seed2'}
+  rows = {(r['search'], r['epoch']): r
+          for r in mode_searches.compare_histories(histories, references)}
   assert rows['hvp', 1]['edges_differing'] == 0 and rows['hvp', 2]['alpha_distance'] == 0
   assert rows['hvp_seed2', 1]['edges_differing'] == 1
   assert rows['hvp_seed2', 1]['differences'] == 'normal node 0: max_pool_3x3<-0'
   # α = (a, 0, 0, 2a) against (1, 0, 0, 2): distance 3·√5 at epoch 1, none at epoch 2.
   assert rows['hvp_seed2', 1]['alpha_distance'] == pytest.approx(3 * np.sqrt(5))
-  assert rows['hvp_seed2', 1]['alpha_norm_hvp'] == pytest.approx(np.sqrt(5))
+  assert rows['hvp_seed2', 1]['alpha_norm_reference'] == pytest.approx(np.sqrt(5))
   assert rows['hvp_seed2', 2]['alpha_distance'] == 0
   assert rows['hvp_seed2', 2]['differences'] == 'reduce node 0: max_pool_3x3<-0'
+  # Against its own seed's hvp search, not seed 1's.
+  assert rows['first_order_seed2', 1]['reference'] == 'hvp_seed2'
+  assert rows['first_order_seed2', 1]['edges_differing'] == 0
+  assert rows['first_order_seed2', 1]['alpha_distance'] == 0
+  assert rows['first_order_seed2', 2]['edges_differing'] == 1
