@@ -93,6 +93,7 @@ def compare_histories(histories: dict[str, list[dict]], references: dict[str, st
                    'differences': '; '.join(differs),
                    'alpha_distance': float(np.linalg.norm(a - r)),
                    'alpha_norm_reference': float(np.linalg.norm(r)),
+                   'alpha_cosine': float(a @ r / (np.linalg.norm(a) * np.linalg.norm(r))),
                    'explainer_val_acc': entry['metrics'].get('explainer_val_acc'),
                    'audience_val_acc': entry['metrics'].get('audience_val_acc')})
   return rows
@@ -105,12 +106,13 @@ def write_results(results: str, rows: list[dict], histories: dict, command: str)
     writer.writeheader()
     writer.writerows(rows)
   lines = [f'Command: `{command}`', '', '| search | reference | epoch | edges differing | '
-           '‖α − α_ref‖ | ‖α_ref‖ | explainer val acc | audience val acc |',
-           '|---|---|---|---|---|---|---|---|']
+           '‖α − α_ref‖ | ‖α_ref‖ | cos(α, α_ref) | explainer val acc | audience val acc |',
+           '|---|---|---|---|---|---|---|---|---|']
   fmt = lambda v: '–' if v is None else f'{v:.3f}'
   for r in rows:
     lines.append(f'| {r["search"]} | {r["reference"]} | {r["epoch"]} | {r["edges_differing"]} of 16 | '
                  f'{r["alpha_distance"]:.4f} | {r["alpha_norm_reference"]:.4f} | '
+                 f'{r["alpha_cosine"]:.3f} | '
                  f'{fmt(r["explainer_val_acc"])} | {fmt(r["audience_val_acc"])} |')
   lines += ['', '## Final cells', '']
   for name, history in histories.items():

@@ -68,6 +68,7 @@ def test_compare_histories_measures_every_search_against_its_reference():
   assert rows['hvp_seed2', 1]['alpha_distance'] == pytest.approx(3 * np.sqrt(5))
   assert rows['hvp_seed2', 1]['alpha_norm_reference'] == pytest.approx(np.sqrt(5))
   assert rows['hvp_seed2', 2]['alpha_distance'] == 0
+  assert rows['hvp_seed2', 1]['alpha_cosine'] == pytest.approx(1.0)  # α's differ in scale only
   assert rows['hvp_seed2', 2]['differences'] == 'reduce node 0: max_pool_3x3<-0'
   # Against its own seed's hvp search, not seed 1's.
   assert rows['first_order_seed2', 1]['reference'] == 'hvp_seed2'
