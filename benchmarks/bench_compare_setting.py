@@ -48,6 +48,11 @@ def main() -> None:
   config_file = next((a.split('=', 1)[1] for a in config_args if a.startswith('--config=')), None)
   if config_file is None:
     parser.error('--config=<file> is required')
+  files = os.listdir(args.workdir) if os.path.isdir(args.workdir) else []
+  kept = sorted(int(f[6:-4]) for f in files if f.startswith('state_') and f.endswith('.pkl'))
+  if args.point not in kept:
+    parser.error(f'--point {args.point}: no kept state in --workdir {args.workdir!r} (kept: '
+                 f'{kept or "none; run lease-compare-grads there first"})')
   if args.no_cache:
     os.environ['LEASE_JAX_CACHE'] = ''
   import jax
@@ -91,13 +96,13 @@ def main() -> None:
     start = time.perf_counter()
     jax.block_until_ready(compiled(None, **inputs))
     run_s.append(time.perf_counter() - start)
+  peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
   cache = ('off' if args.no_cache else 'hit (a load)' if events.hits
            else 'miss (a compile)' if events.misses else 'on, no event logged')
   print(f'{args.setting} at step {args.point} (kernels {config.explainer.impl}): '
         f'trace+lower {lower_s:.1f} s (StableHLO {hlo_mb:.1f} MB), compile {compile_s:.1f} s '
         f'[persistent cache: {cache}], run median {float(np.median(run_s)):.2f} s over '
-        f'{args.repeats}, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} '
-        f'GiB', flush=True)
+        f'{args.repeats}, peak RSS {peak_gib:.2f} GiB', flush=True)
 
 
 if __name__ == '__main__':

@@ -110,7 +110,8 @@ def write_results(results: str, rows: list[dict], histories: dict, command: str)
            '|---|---|---|---|---|---|---|---|---|']
   fmt = lambda v: '–' if v is None else f'{v:.3f}'
   for r in rows:
-    lines.append(f'| {r["search"]} | {r["reference"]} | {r["epoch"]} | {r["edges_differing"]} of 16 | '
+    lines.append(f'| {r["search"]} | {r["reference"]} | {r["epoch"]} | '
+                 f'{r["edges_differing"]} of 16 | '
                  f'{r["alpha_distance"]:.4f} | {r["alpha_norm_reference"]:.4f} | '
                  f'{r["alpha_cosine"]:.3f} | '
                  f'{fmt(r["explainer_val_acc"])} | {fmt(r["audience_val_acc"])} |')
