@@ -58,7 +58,7 @@ def main() -> None:
   import jax
   import numpy as np
 
-  from lease_jax import builders, cli_utils, hypergrad, hypergrad_study
+  from lease_jax import cli_utils, hypergrad_study
   cli_utils.setup_jax()
   jax.config.update('jax_default_matmul_precision', 'highest')  # as lease-compare-grads runs
   events = _CacheEvents('jit_compute')
@@ -75,17 +75,12 @@ def main() -> None:
                  f'first_order, darts2_exact, darts2_first_order)')
   config = hypergrad_study.setting_config(config, setting)
   search, train, val = hypergrad_study.setup(config)
-  problem = search.spec.problem
-  state = hypergrad_study.load_point(args.workdir, args.point)
-  inputs = hypergrad_study.hypergradient_inputs(
-      search.spec, state, builders.to_device(train.batch(args.point)),
-      builders.to_device(val.batch(args.point)))
-
-  def compute(radius, **kw):  # as `hypergrad_study.measure_setting` jits it: the same program
-    return hypergrad.hypergradient(setting.mode, problem, fd_radius=radius, **kw)
+  _, inputs = hypergrad_study.inputs_at(search, train, val, args.workdir, args.point)
+  # The program `lease-compare-grads` runs (the same cache key): jitted for these settings.
+  compute = hypergrad_study.setting_function(search.spec.problem, setting)
 
   start = time.perf_counter()
-  lowered = jax.jit(compute).lower(None, **inputs)
+  lowered = compute.lower(None, **inputs)
   lower_s = time.perf_counter() - start
   hlo_mb = len(lowered.as_text()) / 1e6
   start = time.perf_counter()

@@ -169,27 +169,39 @@ def hypergradient_inputs(spec, state, train_batch, val_batch) -> dict:
               delta0=lease.virtual_start(spec, state, train_batch['image']))
 
 
-def measure_setting(config, workdir: str, setting: Setting, points: list[int]) -> dict:
-  """∇_A O_A by `setting` at every kept state (run in a process of its own)."""
+def setting_function(problem, setting: Setting):
+  """`f(radius, **hypergradient_inputs) -> Hypergradient` for a setting: `exact` and
+  `first_order` as one jitted program (named `jit_compute`, the name its persistent-cache entry
+  carries); hvp and finite differences run their jitted pieces, as the search does. The radius
+  is an argument, so every fd_<r> shares its programs."""
   import jax
 
-  from lease_jax import builders, hypergrad
-  search, train, val = setup(setting_config(config, setting))
-  problem = search.spec.problem
-  # `exact` and `first_order` are single programs; hvp and finite differences run their jitted
-  # pieces (as the search does). The radius is an argument: every fd_<r> shares one program.
-  jitted = setting.mode in ('exact', 'first_order')
+  from lease_jax import hypergrad
 
   def compute(radius, **kw):
     return hypergrad.hypergradient(setting.mode, problem, fd_radius=radius, **kw)
 
-  fn = jax.jit(compute) if jitted else compute
+  return jax.jit(compute) if setting.mode in ('exact', 'first_order') else compute
+
+
+def inputs_at(search, train, val, workdir: str, point: int):
+  """(kept state, `hypergradient_inputs`) at a kept step of a comparison workdir."""
+  from lease_jax import builders
+  state = load_point(workdir, point)
+  return state, hypergradient_inputs(search.spec, state, builders.to_device(train.batch(point)),
+                                     builders.to_device(val.batch(point)))
+
+
+def measure_setting(config, workdir: str, setting: Setting, points: list[int]) -> dict:
+  """∇_A O_A by `setting` at every kept state (run in a process of its own)."""
+  import jax
+
+  search, train, val = setup(setting_config(config, setting))
+  fn = setting_function(search.spec.problem, setting)
   radius = None if setting.radius is None else np.float32(setting.radius)
   rows, run_s, compile_s = [], [], 0.0
   for point in points:
-    state = load_point(workdir, point)
-    kw = hypergradient_inputs(search.spec, state, builders.to_device(train.batch(point)),
-                              builders.to_device(val.batch(point)))
+    state, kw = inputs_at(search, train, val, workdir, point)
     start = time.perf_counter()
     result = jax.block_until_ready(fn(radius, **kw))
     seconds = time.perf_counter() - start
