@@ -75,3 +75,24 @@ def test_compare_histories_measures_every_search_against_its_reference():
   assert rows['first_order_seed2', 1]['edges_differing'] == 0
   assert rows['first_order_seed2', 1]['alpha_distance'] == 0
   assert rows['first_order_seed2', 2]['edges_differing'] == 1
+
+
+nb201_round2 = _load('nb201_round2')
+SKIPPY = '|skip_connect~0|+|skip_connect~0|none~1|+|skip_connect~0|skip_connect~1|none~2|'
+CONVY = '|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|avg_pool_3x3~1|none~2|'
+
+
+def test_ladder_reads_skip_edges_per_epoch_and_applies_its_rule():
+  assert nb201_round2.skip_edges(SKIPPY) == 4 and nb201_round2.skip_edges(CONVY) == 1
+  summary = {'arch': SKIPPY, 'step': 156, 'search_time_s': 12.34,
+             'final_metrics': {'explainer_val_acc': 0.41234}}
+  history = [{'genotype': {'space': 'nb201', 'arch': a}} for a in (CONVY, SKIPPY)]
+  row = nb201_round2.run_row('r2', 'darts_2nd', 1, summary, history)
+  assert row['skip_edges'] == 4 and row['skip_edges_per_epoch'] == '1 4'
+  rows = [row, dict(row, seed=2, skip_edges=1), dict(row, seed=3, skip_edges=3)]
+  assert not nb201_round2.collapsed(rows, 'r2')          # one seed of three
+  rows[2]['skip_edges'] = 5
+  assert nb201_round2.collapsed(rows, 'r2')              # two of three
+  assert not nb201_round2.collapsed(rows, 'r3')          # another rung's rows do not count
+  rows = [dict(r, method='darts_1st') for r in rows]
+  assert not nb201_round2.collapsed(rows, 'r2')          # the rule reads DARTS-2nd only
