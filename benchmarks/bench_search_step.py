@@ -38,23 +38,27 @@ SIZES = {  # layers, channels, batch, audience width, image side
     'small': (5, 8, 16, 16, 32),
     'full': (8, 16, 64, 64, 32),
 }
-VARIANTS = {  # name: (gamma, mode)
-    'darts_1st': (0.0, 'first_order'),
-    'darts_2nd_fd': (0.0, 'finite_difference'),
-    'darts_2nd_hvp': (0.0, 'hvp'),
-    'darts_2nd_exact': (0.0, 'exact'),
-    'lease_first_order': (1.0, 'first_order'),
-    'lease_fd': (1.0, 'finite_difference'),
-    'lease_hvp': (1.0, 'hvp'),
-    'lease_exact': (1.0, 'exact'),
+VARIANTS = {  # name: (gamma, mode, base)
+    'darts_1st': (0.0, 'first_order', 'darts'),
+    'darts_2nd_fd': (0.0, 'finite_difference', 'darts'),
+    'darts_2nd_hvp': (0.0, 'hvp', 'darts'),
+    'darts_2nd_exact': (0.0, 'exact', 'darts'),
+    'lease_first_order': (1.0, 'first_order', 'darts'),
+    'lease_fd': (1.0, 'finite_difference', 'darts'),
+    'lease_hvp': (1.0, 'hvp', 'darts'),
+    'lease_exact': (1.0, 'exact', 'darts'),
+    # PC-DARTS (K = 4, edge normalisation): its own first-order search, and LeaSE on it.
+    'pcdarts_1st': (0.0, 'first_order', 'pc_darts'),
+    'lease_pcdarts_hvp': (1.0, 'hvp', 'pc_darts'),
 }
 
 
 def _config(size: str, variant: str, impl: str, jit_whole: bool):
   from lease_jax.configs import default
   layers, channels, batch, width, _ = SIZES[size]
-  gamma, mode = VARIANTS[variant]
+  gamma, mode, base = VARIANTS[variant]
   config = default.get_config()
+  config.explainer.base = base
   config.search.batch_size, config.search.gamma, config.search.mode = batch, gamma, mode
   config.search.jit_whole_step = jit_whole
   config.explainer.layers, config.explainer.channels = layers, channels
@@ -202,19 +206,19 @@ def run_child(args, variant: str) -> dict:
 
 
 def _table(rows: list[dict], ceiling: float) -> str:
-  head = ('| variant | γ | mode | compile (s) | median (s) | min–max (s) | peak RSS (GiB) | '
-          'GFLOP / iter | GFLOP/s | % of matmul |')
+  head = ('| variant | γ | mode | base | compile (s) | median (s) | min–max (s) | '
+          'peak RSS (GiB) | GFLOP / iter | GFLOP/s | % of matmul |')
   lines = [head, '|' + '---|' * (head.count('|') - 1)]
   for row in rows:
-    gamma, mode = VARIANTS[row['variant']]
+    gamma, mode, base = VARIANTS[row['variant']]
     if row['status'] != 'ok':
-      lines.append(f'| {row["variant"]} | {gamma:g} | {mode} | {row["status"]} | | | '
+      lines.append(f'| {row["variant"]} | {gamma:g} | {mode} | {base} | {row["status"]} | | | '
                    f'{row["peak_rss_gib"]:.2f} | | | |')
       continue
     rate = row['gflops_per_s']
     device = f' ({row["peak_device_gib"]:.2f} device)' if 'peak_device_gib' in row else ''
     lines.append(
-        f'| {row["variant"]} | {gamma:g} | {mode} | {row["compile_s"]:.1f} | '
+        f'| {row["variant"]} | {gamma:g} | {mode} | {base} | {row["compile_s"]:.1f} | '
         f'{row["median_s"]:.3f} | {row["min_s"]:.3f}–{row["max_s"]:.3f} | '
         f'{row["peak_rss_gib"]:.2f}{device} | {row["flops"] / 1e9:.2f} | {rate:.2f} | '
         f'{100 * rate / ceiling:.1f}% |')

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lease_jax import cli_utils, data, hypergrad, kernels, lease, optim, parallel, precompile
+from lease_jax import data, errors, hypergrad, kernels, lease, optim, parallel, precompile
 from lease_jax import spaces
 from lease_jax.models import audience as audience_lib
 
@@ -29,7 +29,7 @@ class Search:
     key_e, key_a, key_w, key_rng = jax.random.split(jax.random.PRNGKey(seed), 4)
     # Two examples per BatchNorm group (per-device statistics need the batch to split).
     sample = jnp.zeros((2 * self.space.model.bn_groups,) + self.info.image_shape, jnp.float32)
-    alphas = self.space.init_alphas(key_a, self.init_scale)
+    alphas = self.space.init_arch(key_a, self.init_scale)
     inits = [(jax.jit(self.space.model.init), (key_e, alphas, sample), {})]
     if self.audience:
       inits.append((jax.jit(self.audience.init), (key_w, sample), {}))
@@ -49,7 +49,7 @@ def _field(config, field: str):
       value = value[key]
     except (KeyError, TypeError):
       missing = '.'.join(field.split('.')[:depth + 1])
-      raise cli_utils.UserError(
+      raise errors.UserError(
           f'config field {missing!r} is missing; a config file should start from a packaged one '
           f'(e.g. `from lease_jax.configs import default; config = default.get_config()`)'
       ) from None
@@ -59,19 +59,19 @@ def _field(config, field: str):
 def _choice(config, field: str, accepted) -> None:
   value = _field(config, field)
   if value not in accepted:
-    raise cli_utils.UserError(f'{field} {value!r}; accepted: {", ".join(map(str, accepted))}')
+    raise errors.UserError(f'{field} {value!r}; accepted: {", ".join(map(str, accepted))}')
 
 
 def _at_least(config, field: str, minimum) -> None:
   value = _field(config, field)
   if value < minimum:
-    raise cli_utils.UserError(f'{field} = {value}; must be >= {minimum}')
+    raise errors.UserError(f'{field} = {value}; must be >= {minimum}')
 
 
 def _positive(config, field: str) -> None:
   value = _field(config, field)
   if not value > 0:
-    raise cli_utils.UserError(f'{field} = {value}; must be > 0')
+    raise errors.UserError(f'{field} = {value}; must be > 0')
 
 
 def check_config(config, job: str | None = None) -> None:
@@ -79,11 +79,9 @@ def check_config(config, job: str | None = None) -> None:
   anything is built or written; with `job` ('search' | 'train'), a config that lacks its block."""
   if job is not None and job not in config:
     example = 'default' if job == 'search' else 'eval_cifar10'
-    raise cli_utils.UserError(f'the config has no {job!r} block; this command needs a {job} '
+    raise errors.UserError(f'the config has no {job!r} block; this command needs a {job} '
                               f'config (e.g. configs/{example}.py)')
   _choice(config, 'data.source', data.SOURCES)
-  if 'space' in config:
-    _choice(config, 'space', spaces.SPACES)
   _choice(config, 'data.augment', data.Transform.KINDS)
   _choice(config, 'parallel.batch_norm', parallel.BATCH_NORM)
   _at_least(config, 'parallel.num_devices', 0)
@@ -95,14 +93,12 @@ def check_config(config, job: str | None = None) -> None:
     _choice(config, 'explanation.target', hypergrad.TARGETS)
     _choice(config, 'explanation.start', hypergrad.STARTS)
     if config.explanation.start == 'zero' and config.explanation.target == 'soft':
-      raise cli_utils.UserError(
+      raise errors.UserError(
           "explanation.start 'zero' with explanation.target 'soft': the ascent gradient at "
           "δ0 = 0 is exactly zero (δ' = 0); use start 'random' or target 'label'")
     _choice(config, 'explanation.audience_input', hypergrad.AUDIENCE_INPUTS)
     _choice(config, 'explainer.impl', kernels.IMPLS)
-    if config.explainer.impl == 'smooth' and config.get('space', 'darts') != 'darts':
-      raise cli_utils.UserError(f"explainer.impl 'smooth' is a study option of the DARTS space; "
-                                f"space {config.space!r} accepts 'auto', 'slices', 'xla'")
+    spaces.check_config(config)  # the space's and the base method's own checks
     for field in ('search.gamma', 'explanation.epsilon_pixels', 'hypergrad.fd_radius',
                   'search.plot_every'):
       _at_least(config, field, 0)
@@ -112,6 +108,10 @@ def check_config(config, job: str | None = None) -> None:
       _at_least(config, field, 1)
     for field in ('explainer.learning_rate', 'audience.learning_rate', 'arch.learning_rate'):
       _positive(config, field)
+    warmup = config.search.get('warmup_epochs', 0)
+    if not 0 <= warmup <= config.search.epochs:
+      raise errors.UserError(f'search.warmup_epochs = {warmup}; accepted: 0..search.epochs '
+                             f'({config.search.epochs})')
     for field in ('explainer.learning_rate_min', 'audience.learning_rate_min'):
       _at_least(config, field, 0)
   if 'train' in config:

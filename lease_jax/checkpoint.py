@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lease_jax import writers
+from lease_jax import errors, writers
 
 # Fields that change how a run goes, not what it computes: they may differ on resume.
 RESUMABLE_FIELDS = ('search.max_steps', 'search.log_every', 'search.checkpoint_every',
@@ -29,12 +29,8 @@ RESUMABLE_FIELDS = ('search.max_steps', 'search.log_every', 'search.checkpoint_e
                     'parallel.num_devices', 'benchmark.table')
 
 
-class CheckpointError(RuntimeError):
-  """A checkpoint or workdir that cannot be used; the message says why and what to do."""
-
-
-class NonFiniteError(RuntimeError):
-  """A NaN or Inf in a run's metrics or state: the run stops before saving it (exit status 3)."""
+CheckpointError = errors.CheckpointError  # this module's errors (lease_jax.errors)
+NonFiniteError = errors.NonFiniteError
 
 
 @jax.jit
@@ -68,9 +64,19 @@ def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
   return {prefix[:-1]: tree}
 
 
+# Fields added after runs were made, with the value that reproduces those runs: a saved config
+# without the field and a current one at this value are the same experiment (resumable).
+ADDED_FIELDS = {'explainer.base': 'darts', 'explainer.partial_channels': 4,
+                'explainer.edge_normalization': True, 'search.warmup_epochs': 0}
+
+
 def config_differences(saved: dict, current: dict) -> list[str]:
-  """Fields (dotted) whose values differ, ignoring `RESUMABLE_FIELDS`."""
+  """Fields (dotted) whose values differ, ignoring `RESUMABLE_FIELDS` and `ADDED_FIELDS` that
+  the saved config lacks and the current one has at their old behaviour's value."""
   a, b = _flatten(saved), _flatten(current)
+  for field, value in ADDED_FIELDS.items():
+    if field not in a and b.get(field) == value:
+      a[field] = value
   keys = sorted(set(a) | set(b))
   resumable = lambda k: any(k == f or k.startswith(f + '.') for f in RESUMABLE_FIELDS)
   return [k for k in keys if not resumable(k) and a.get(k, '<missing>') != b.get(k, '<missing>')]
@@ -213,15 +219,14 @@ class Checkpointer:
 @contextlib.contextmanager
 def stopping_safely(ckpt: Checkpointer, current_step: Callable[[], int]):
   """Around a run loop: Ctrl-C or a fault of the machine (an `OSError`: a full disk) lets the
-  in-flight checkpoint land first. Ctrl-C becomes `cli_utils.Interrupted`, one line saying
+  in-flight checkpoint land first. Ctrl-C becomes `errors.Interrupted`, one line saying
   where a rerun resumes; the `OSError` is raised again for its one line."""
-  from lease_jax import cli_utils
   try:
     yield
   except KeyboardInterrupt:
     saved = ckpt.settle()
     where = f'from step {saved}' if saved is not None else 'from the start (no checkpoint yet)'
-    raise cli_utils.Interrupted(f'interrupted at step {current_step()}; rerun the same command '
+    raise errors.Interrupted(f'interrupted at step {current_step()}; rerun the same command '
                                 f'to resume {where}') from None
   except OSError:
     with contextlib.suppress(Exception):

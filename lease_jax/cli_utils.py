@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 
 import jax
+
+from lease_jax import errors
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
 
@@ -74,40 +75,9 @@ def initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
-class UserError(Exception):
-  """An error to report in one line (bad input), not as a traceback."""
-
-
-class EnvironmentFault(Exception):
-  """A fault of the machine, not of the input (a read-only directory): one line, exit status 1."""
-
-
-class Interrupted(Exception):
-  """Ctrl-C during a run, after the in-flight checkpoint landed: one line, exit status 130."""
-
-
-# A write that fails for one of these is the machine's fault (exit 1), not a bug.
-ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
-
-
-def check_workdir(workdir: str) -> None:
-  """Refuses a workdir that cannot hold a run, before anything is loaded or compiled: empty, an
-  existing file (`UserError`), or not writable (`EnvironmentFault`)."""
-  if not workdir or not workdir.strip():
-    raise UserError('--workdir is empty; name a directory for the run (it is created)')
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise UserError(f'--workdir {workdir!r} is a file; name a directory')
-  parent = workdir if os.path.isdir(workdir) else os.path.dirname(os.path.abspath(workdir))
-  while not os.path.exists(parent):
-    parent = os.path.dirname(parent)
-  if not os.access(parent, os.W_OK | os.X_OK):
-    raise EnvironmentFault(f'--workdir {workdir!r}: {parent!r} is not writable')
-
-
-def _user_error_types():
-  from lease_jax import checkpoint, data, search_space, spaces
-  return (data.DataError, search_space.GenotypeError, checkpoint.CheckpointError,
-          spaces.SpaceError, UserError)
+# The error types live in the leaf `errors` module (the library raises them); their old names here.
+UserError, EnvironmentFault, Interrupted = errors.UserError, errors.EnvironmentFault, errors.Interrupted
+ENVIRONMENT_ERRNOS = errors.ENVIRONMENT_ERRNOS
 
 
 class one_line_errors:
@@ -123,7 +93,6 @@ class one_line_errors:
     return self
 
   def __exit__(self, kind, error, tb):
-    from lease_jax import checkpoint
     if isinstance(error, EnvironmentFault):
       print(f'{self.prog}: error: {error}', file=sys.stderr)
       sys.exit(1)
@@ -140,11 +109,11 @@ class one_line_errors:
       print(f'{self.prog}: interrupted before the run loop; rerun the same command to resume '
             f'(from the last checkpoint, if there is one)', file=sys.stderr)
       sys.exit(130)
-    if isinstance(error, checkpoint.NonFiniteError):
+    if isinstance(error, errors.NonFiniteError):
       print(f'{self.prog}: stopped: {error}; the last good checkpoint and outputs are kept',
             file=sys.stderr)
       sys.exit(3)
-    if isinstance(error, checkpoint.CheckpointError):
+    if isinstance(error, errors.CheckpointError):
       print(f'{self.prog}: error: {error}', file=sys.stderr)
       # A failed restore leaves TensorStore reads in flight whose callbacks, at interpreter
       # exit, print "Event loop is closed" tracebacks after the line. Nothing of the run has
@@ -152,7 +121,7 @@ class one_line_errors:
       sys.stdout.flush()
       sys.stderr.flush()
       os._exit(2)
-    if error is not None and isinstance(error, _user_error_types()):
+    if isinstance(error, UserError):
       print(f'{self.prog}: error: {error}', file=sys.stderr)
       sys.exit(2)
     return False

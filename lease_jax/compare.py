@@ -69,7 +69,7 @@ def _main(argv):
   del argv
   from absl import flags
 
-  from lease_jax import builders, cli_utils, writers
+  from lease_jax import builders, cli_utils, harness, writers
   config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
   cli_utils.setup_jax(config)
   # Comparisons at full float32 precision: accelerators' default (TF32 matmuls on A100/H100)
@@ -77,7 +77,7 @@ def _main(argv):
   import jax
   jax.config.update('jax_default_matmul_precision', 'highest')
   with cli_utils.one_line_errors('lease-compare-grads'):
-    cli_utils.check_workdir(workdir)
+    harness.check_workdir(workdir)
     builders.check_config(config, 'search')
     if 'compare' not in config:
       raise cli_utils.UserError("the config has no 'compare' block (e.g. "

@@ -37,12 +37,13 @@ from typing import Callable, Sequence
 import grain
 import numpy as np
 
+from lease_jax import errors
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm')
 SOURCES = ('packaged', 'image_folder', 'tfds')
 
 
-class DataError(ValueError):
-  """A data path or setting that cannot work; the message names it and what is accepted."""
+DataError = errors.DataError  # this module's error (lease_jax.errors), by its old name
 
 
 @dataclasses.dataclass(frozen=True)

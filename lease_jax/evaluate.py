@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lease_jax import builders, checkpoint, cli_utils, data, optim, parallel, search_space
+from lease_jax import builders, checkpoint, data, harness, optim, parallel, search_space
 from lease_jax import writers
 from lease_jax.models import eval_network
 
@@ -194,7 +194,7 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
   """Trains (or resumes training) `genotype`'s network; returns the summary."""
   started = time.time()
   cfg = config.train
-  cli_utils.check_workdir(workdir)
+  harness.check_workdir(workdir)
   builders.check_config(config, 'train')
   mesh = parallel.make_mesh(config)
   info, train_source, test_source = data.load_sources(config.data)
@@ -210,13 +210,11 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
   run_config = {k: v for k, v in config.to_dict().items() if k in used}
   run_config['genotype'] = genotype.to_json_dict()
   run_config['batch_norm_groups'] = groups  # see search.py: device count may change on resume
-  ckpt = checkpoint.Checkpointer(workdir, run_config, cfg.keep_checkpoints)
-  state, resumed = ckpt.restore_or(init_state(config.seed))
+  record = harness.RunRecord(workdir, run_config, cfg.keep_checkpoints, is_chief)
+  state, resumed = record.restore_or(init_state(config.seed))
   state = parallel.replicate(state, mesh)
   start = int(state.step)
-  history_path = os.path.join(workdir, 'history.jsonl')
-  history = [e for e in checkpoint.read_jsonl(history_path) if e['step'] <= start]
-  elapsed_before = history[-1]['elapsed_s'] if history else 0.0
+  history = record.history
   writer = writers.MetricWriter(workdir, just_logging=not is_chief)
   if resumed:
     print(f'resuming {workdir} from step {start}', flush=True)
@@ -226,23 +224,19 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
   eval_fn = jax.jit(functools.partial(eval_step, spec))
   process = (jax.process_index(), jax.process_count())
   prefetch = data.Prefetcher(lambda s: train.batch(s, *process), start)
-  averager = writers.Averager.from_json(ckpt.extra.get('window'))
-  epoch_averager = writers.Averager.from_json(ckpt.extra.get('epoch'))
-  sums = lambda: {'window': averager.to_json(), 'epoch': epoch_averager.to_json()}
   progress = writers.progress_bar(total_steps, start, is_chief, 'train')
   log_every = max(1, cfg.log_every)
   last_test: dict[str, float] = history[-1]['test'] if history else {}
   hint = f' (a learning rate too large? train.learning_rate {cfg.learning_rate})'
   try:
-    with checkpoint.stopping_safely(ckpt, lambda: int(state.step)):
+    with checkpoint.stopping_safely(record.ckpt, lambda: int(state.step)):
       for step in range(start, stop_at):
         state, metrics = step_fn(state, parallel.shard_batch(prefetch.get(step), mesh))
         checkpoint.check_finite_metrics(step + 1, metrics, hint)
-        averager.add(metrics)
-        epoch_averager.add(metrics)
+        record.add(metrics)
         epoch_end = (step + 1) % steps_per_epoch == 0
         if (step + 1) % log_every == 0 or epoch_end:
-          means = averager.read()
+          means = record.window.read()
           writer.write_scalars(step + 1, means)
           progress.set_postfix(loss=f'{means["train_loss"]:.3f}', acc=f'{means["train_acc"]:.3f}',
                                refresh=False)
@@ -253,12 +247,9 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
             last_test = evaluate(eval_fn, state, test, mesh)
             writer.write_scalars(step + 1, last_test)
           entry = {'epoch': epoch, 'step': step + 1,
-                   'elapsed_s': elapsed_before + time.time() - started,
-                   'train': epoch_averager.read(), 'test': last_test}
-          history.append(entry)
-          if is_chief:  # the history first: a run stopped before the checkpoint cuts it back
-            checkpoint.write_jsonl(history_path, history)
-          ckpt.save(step + 1, state, extra=sums(), hint=hint)  # refuses a non-finite state
+                   'elapsed_s': record.elapsed_before + time.time() - started,
+                   'train': record.epoch.read(), 'test': last_test}
+          record.end_epoch(step + 1, state, entry, hint)  # refuses a non-finite state
           if is_chief:
             train_metrics = entry['train']
             progress.write(f'epoch {epoch}/{spec.epochs}: train loss '
@@ -266,22 +257,17 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
                            f'{train_metrics["train_acc"]:.3f}; test error '
                            f'{last_test.get("test_error", float("nan")):.4f}')
         elif (step + 1) % cfg.checkpoint_every == 0:
-          ckpt.save(step + 1, state, extra=sums(), hint=hint)
+          record.save(step + 1, state, hint)
   except checkpoint.NonFiniteError as error:
-    ckpt.close()  # the in-flight saves of good states land
-    if is_chief:
-      writers.write_json_atomic(os.path.join(workdir, 'summary.json'), {
-          'finished': False, 'stopped': str(error), 'step': ckpt.last_saved_step(),
-          'total_steps': total_steps, 'genotype': genotype.to_json_dict(),
-          'test': history[-1]['test'] if history else {}}, indent=1)
-    writer.close()
+    record.stop_non_finite(writer, error, total_steps, {
+        'genotype': genotype.to_json_dict(), 'test': history[-1]['test'] if history else {}})
     raise
   finally:
     progress.close()
     prefetch.close()
 
   finished = int(state.step) >= total_steps
-  ckpt.finish(state, extra=sums(), hint=hint)
+  record.finish(state, hint)
   if not last_test or not history or history[-1]['step'] != int(state.step):
     last_test = evaluate(eval_fn, state, test, mesh)  # a stopped run reports its current error
   params = jax.device_get(state.params)
@@ -291,7 +277,7 @@ def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) ->
       'network': cfg.network, 'channels': cfg.channels, 'layers': cfg.layers,
       'params': eval_network.count_params(params),
       'params_no_aux': eval_network.count_params(params, exclude='auxiliary_head'),
-      'train_time_s': elapsed_before + time.time() - started,
+      'train_time_s': record.elapsed_before + time.time() - started,
       **last_test,
   }
   if is_chief:

@@ -2,7 +2,13 @@
 
   lease-genotype derive ALPHAS.json
   lease-genotype params GENOTYPE --network cifar|imagenet --channels C --layers L --num-classes K [--json]
+  lease-genotype supernet --base darts|pc_darts [--partial-channels K] --channels C --layers L \
+      --num-classes N [--json]
   lease-genotype draw GENOTYPE --out DIR
+
+`derive` applies DARTS's rule, or PC-DARTS's when the file holds β (`betas_normal`,
+`betas_reduce`, as a PC-DARTS search writes them). `supernet` counts the DARTS-space search
+supernet's weights (A excluded), as the reference code's `model_search.Network` has them.
 
 GENOTYPE is a registry name (`lease-genotype list`) or a genotype JSON file. Bad input gets one
 line on stderr naming what is wrong, and exit status 2.
@@ -14,7 +20,7 @@ import argparse
 import json
 import sys
 
-from lease_jax import search_space
+from lease_jax import search_space, spaces
 
 
 def _positive(value: str) -> int:
@@ -31,7 +37,16 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='lease-genotype', description=__doc__.split('\n')[0])
   sub = parser.add_subparsers(dest='command', required=True)
   derive = sub.add_parser('derive', help='print the genotype of an α file (DARTS rule)')
-  derive.add_argument('alphas', help='JSON {"alphas_normal": [[8] x 14], "alphas_reduce": ...}')
+  derive.add_argument('alphas', help='JSON {"alphas_normal": [[8] x 14], "alphas_reduce": ...} '
+                      '(with "betas_normal", "betas_reduce": PC-DARTS\'s rule)')
+  supernet = sub.add_parser('supernet', help='count the search supernet\'s weights')
+  supernet.add_argument('--base', choices=spaces.BASES, default='darts')
+  supernet.add_argument('--partial-channels', type=_positive, default=4,
+                        help='K of pc_darts (the operations run on C/K channels)')
+  supernet.add_argument('--channels', type=_positive, default=16)
+  supernet.add_argument('--layers', type=_positive, default=8)
+  supernet.add_argument('--num-classes', type=_positive, default=10)
+  supernet.add_argument('--json', action='store_true', help='print {"params": N}')
   params = sub.add_parser('params', help='count the evaluation network\'s parameters')
   params.add_argument('genotype', help='registry name or genotype JSON file')
   params.add_argument('--network', choices=('cifar', 'imagenet'), default='cifar')
@@ -53,8 +68,24 @@ def main(argv: list[str] | None = None) -> int:
       alphas = search_space.load_alphas(args.alphas)
       steps = search_space.steps_of(alphas['alphas_normal'])
       genotype = search_space.derive_genotype(alphas['alphas_normal'], alphas['alphas_reduce'],
-                                              steps=steps, multiplier=steps)
+                                              steps=steps, multiplier=steps,
+                                              betas_normal=alphas.get('betas_normal'),
+                                              betas_reduce=alphas.get('betas_reduce'))
       print(genotype.to_json())
+    elif args.command == 'supernet':
+      k = args.partial_channels
+      if args.base == 'pc_darts' and args.channels % k:
+        raise search_space.GenotypeError(f'--channels {args.channels} is not divisible by '
+                                         f'--partial-channels {k}')
+      from lease_jax.models import explainer
+      count = explainer.count_supernet_params(args.channels, args.layers, args.num_classes,
+                                              args.base, k)
+      if args.json:
+        print(json.dumps({'params': count}))
+      else:
+        print(f'search supernet ({args.base}{f", K={k}" if args.base == "pc_darts" else ""}, '
+              f'C={args.channels}, layers={args.layers}, classes={args.num_classes}): '
+              f'{count:,} weights (A excluded)')
     elif args.command == 'params':
       genotype = search_space.load_genotype(args.genotype)
       if args.channels % 2 and args.network == 'imagenet':

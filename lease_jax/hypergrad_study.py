@@ -51,7 +51,7 @@ class Setting:
 
 def parse_setting(name: str) -> Setting:
   """`Setting` of a name (see the module docstring); a one-line error names what is accepted."""
-  from lease_jax import cli_utils
+  from lease_jax import errors
   darts2 = name.startswith('darts2_')
   base = name[len('darts2_'):] if darts2 else name
   if base in ('exact', 'hvp', 'first_order'):
@@ -65,21 +65,21 @@ def parse_setting(name: str) -> Setting:
       radius = -1.0
     if radius > 0:
       return Setting(name, 'finite_difference', radius, darts2=darts2)
-  raise cli_utils.UserError(
+  raise errors.UserError(
       f'compare.settings: {name!r}; accepted: exact, hvp, first_order, official_sign, fd_<r> '
       f'(r > 0, e.g. fd_0.01), each but official_sign also with the prefix darts2_ (γ = 0)')
 
 
 def check_compare_block(config) -> list[Setting]:
   """The `compare` block's settings; a one-line error names a bad value and what is accepted."""
-  from lease_jax import cli_utils, kernels
+  from lease_jax import errors, kernels
   compare = config.compare
   settings = [parse_setting(name) for name in compare.settings]
   if compare.get('exact_impl') and compare.exact_impl not in kernels.IMPLS:
-    raise cli_utils.UserError(f'compare.exact_impl = {compare.exact_impl!r}; accepted: '
+    raise errors.UserError(f'compare.exact_impl = {compare.exact_impl!r}; accepted: '
                               f"'' (explainer.impl), {', '.join(kernels.IMPLS)}")
   if compare.points < 1 or compare.every < 1:
-    raise cli_utils.UserError(f'compare.points = {compare.points}, compare.every = '
+    raise errors.UserError(f'compare.points = {compare.points}, compare.every = '
                               f'{compare.every}; both must be >= 1')
   return settings
 

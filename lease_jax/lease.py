@@ -7,6 +7,10 @@
      (gradient-norm clipped) with the new A; a fresh explanation δ' is computed with the new E
      (a new random start); W takes a real step on δ' ⊙ x (clipped).
 
+Warm-up (`update_arch=False`, PC-DARTS's first epochs): no hypergradient and no architecture
+step — A and its optimizer state stay bit for bit — while E and W take their real steps; the
+step's metrics are the validation loss and accuracy of E itself (DARTS-1st's validation pass).
+
 The step's randomness is `fold_in(state.rng, state.step)`, so a step depends only on the state
 and the batches: a resumed run repeats an uninterrupted one exactly.
 
@@ -39,7 +43,7 @@ class SearchState:
 
   step: jax.Array
   explainer: PyTree  # E
-  alphas: PyTree  # A = {'alphas_normal', 'alphas_reduce'}
+  alphas: PyTree  # A: the space's α (and β where the base has them), any pytree
   audience: PyTree  # W ({} when γ = 0)
   explainer_opt_state: PyTree
   audience_opt_state: PyTree
@@ -100,15 +104,19 @@ def virtual_start(spec: SearchSpec, state: SearchState, images: jax.Array):
   return hg.explanation_start(key, images.shape, spec.problem.explanation, images.dtype)
 
 
-def real_steps(spec: SearchSpec, state: SearchState, alpha_grad: PyTree, train: hg.Batch):
-  """Stage 5: the architecture step, then the real E step, a fresh δ', the real W step.
+def real_steps(spec: SearchSpec, state: SearchState, alpha_grad: PyTree | None,
+               train: hg.Batch):
+  """Stage 5: the architecture step (none when `alpha_grad` is None: warm-up), then the real E
+  step, a fresh δ', the real W step.
 
   Built from the same jitted pieces as the hypergradient (`explainer_grads`, the explanation
   ascent, `audience_grads`), so in the pieces driver it compiles nothing new.
   """
   problem = spec.problem
-  alphas, alphas_opt_state = hg.apply_update(spec.arch_tx, alpha_grad, state.alphas_opt_state,
-                                             state.alphas)
+  alphas, alphas_opt_state = state.alphas, state.alphas_opt_state
+  if alpha_grad is not None:
+    alphas, alphas_opt_state = hg.apply_update(spec.arch_tx, alpha_grad, alphas_opt_state,
+                                               alphas)
   e_loss, e_logits, e_grad, _ = hg.explainer_grads(problem, state.explainer, alphas, train)
   metrics = {'explainer_train_loss': e_loss,
              'explainer_train_acc': hg.accuracy(e_logits, train['label']),
@@ -137,14 +145,28 @@ def real_steps(spec: SearchSpec, state: SearchState, alpha_grad: PyTree, train: 
 
 
 def search_step(spec: SearchSpec, state: SearchState, train: hg.Batch, val: hg.Batch,
-                split_terms: bool = True) -> tuple[SearchState, dict[str, jax.Array]]:
+                split_terms: bool = True,
+                update_arch: bool = True) -> tuple[SearchState, dict[str, jax.Array]]:
   """One LeaSE iteration (stages 1-5); pure, so it can also be jitted whole.
 
   Returns the new state and the iteration's metrics: explainer and audience train / val losses
   and accuracies (val: of the look-ahead weights E', W'), ‖∇_A‖ and its explainer and audience
-  terms (when computed, see `hypergrad.hypergradient`), the learning rate, the mean |δ'|.
+  terms (when computed, see `hypergrad.hypergradient`), the learning rate, the mean |δ'|. With
+  `update_arch` False (warm-up) A does not move (the module docstring).
   """
   problem = spec.problem
+  if not update_arch:
+    # The validation pass of first order (the same compiled program as the hypergradient's
+    # validation gradient) for the metrics only; its gradient is not applied.
+    grads = hg.hypergradient(
+        'first_order', problem, E=state.explainer, A=state.alphas, W=state.audience,
+        explainer_state=state.explainer_opt_state, audience_state=state.audience_opt_state,
+        train=train, val=val)
+    metrics = dict(grads.metrics)
+    if spec.learning_rate is not None:
+      metrics['learning_rate'] = jax.jit(spec.learning_rate)(state.step).astype(jnp.float32)
+    new_state, step_metrics = real_steps(spec, state, None, train)
+    return new_state, {**metrics, **step_metrics}
   grads = hg.hypergradient(
       spec.mode, problem, E=state.explainer, A=state.alphas, W=state.audience,
       explainer_state=state.explainer_opt_state, audience_state=state.audience_opt_state,
@@ -161,16 +183,19 @@ def search_step(spec: SearchSpec, state: SearchState, train: hg.Batch, val: hg.B
 
 
 def make_step(spec: SearchSpec, jit_whole: bool):
-  """The iteration as a callable `(state, train, val, split_terms=True) -> (state, metrics)`.
+  """The iteration as a callable `(state, train, val, split_terms=True, update_arch=True) ->
+  (state, metrics)`.
 
   `jit_whole`: one jitted program (the state's buffers are donated) that always splits the
-  hypergradient's terms (one program, not one per value of `split_terms`); otherwise the thin
-  driver over jitted pieces, which splits them when asked (the pieces are shared). The new
-  state does not depend on `split_terms`.
+  hypergradient's terms (one program, not one per value of `split_terms`; a second one for the
+  warm-up's steps); otherwise the thin driver over jitted pieces, which splits them when asked
+  (the pieces are shared). The new state does not depend on `split_terms`.
   """
   if jit_whole:
-    jitted = jax.jit(functools.partial(search_step, spec, split_terms=True), donate_argnums=(0,))
-    return lambda state, train, val, split_terms=True: jitted(state, train, val)
+    jitted = jax.jit(functools.partial(search_step, spec, split_terms=True), donate_argnums=(0,),
+                     static_argnames=('update_arch',))
+    return (lambda state, train, val, split_terms=True, update_arch=True:
+            jitted(state, train, val, update_arch=update_arch))
   return functools.partial(search_step, spec)
 
 

@@ -307,6 +307,43 @@ class Zero(nn.Module):
     return jnp.zeros_like(x[:, ::self.stride, ::self.stride, :])
 
 
+def channel_shuffle(x: Array, groups: int) -> Array:
+  """ShuffleNet's channel shuffle (PC-DARTS's `channel_shuffle`) on NHWC: the channels, seen as
+  `groups` consecutive groups of C/groups, are interleaved — output channel i·groups + g is
+  input channel g·(C/groups) + i."""
+  *lead, channels = x.shape
+  x = x.reshape(*lead, groups, channels // groups)
+  return jnp.swapaxes(x, -1, -2).reshape(*lead, channels)
+
+
+def max_pool_2x2(x: Array, impl: str = 'auto') -> Array:
+  """`nn.MaxPool2d(2, 2)`: the maximum of each 2x2 window, stride 2, odd sizes floored. Written
+  as the maximum of four strided slices, so that it is differentiable to any order; with the
+  study kernels (`impl='smooth'`) their mean, as `kernels` smooths every max pool."""
+  h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
+  x = x[:, :h, :w, :]
+  corners = (x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2])
+  if impl == 'smooth':
+    return sum(corners) / 4
+  return jnp.maximum(jnp.maximum(corners[0], corners[1]), jnp.maximum(corners[2], corners[3]))
+
+
+def partial_channel_edge(x: Array, mix: Callable[[Array], Array], k: int, stride: int,
+                         impl: str = 'auto') -> Array:
+  """PC-DARTS's partial channel connection (`model_search.MixedOp.forward`): `mix` runs on the
+  first C/k channels, the other channels bypass it (through a 2x2 max pool when the edge has
+  stride 2), and the two parts, concatenated, are channel-shuffled in k groups.
+
+    y = shuffle_k([mix(x[..., :C/k]), pool_s(x[..., C/k:])])
+  """
+  part = x.shape[-1] // k
+  mixed = mix(x[..., :part])
+  bypass = x[..., part:]
+  if stride == 2:
+    bypass = max_pool_2x2(bypass, impl)
+  return channel_shuffle(jnp.concatenate([mixed, bypass.astype(mixed.dtype)], axis=-1), k)
+
+
 def make_op(name: str, channels: int, stride: int, norm: ModuleDef, *, search: bool,
             module_name: str | None = None, impl: str = 'auto') -> nn.Module:
   """`OPS[name](C, stride, affine)` of the DARTS reference.

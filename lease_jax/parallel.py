@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from lease_jax import cli_utils
+from lease_jax import errors
 
 BATCH_NORM = ('global', 'per_device')
 
@@ -31,10 +31,10 @@ def make_mesh(config) -> Mesh | None:
   devices = jax.devices()
   n = len(devices) if wanted == 0 else wanted
   if n > len(devices):
-    raise cli_utils.UserError(f'parallel.num_devices = {wanted} but only {len(devices)} devices '
+    raise errors.UserError(f'parallel.num_devices = {wanted} but only {len(devices)} devices '
                               f'exist (0 uses them all)')
   if cfg is not None and cfg.batch_norm not in BATCH_NORM:
-    raise cli_utils.UserError(f'parallel.batch_norm {cfg.batch_norm!r}; accepted: {", ".join(BATCH_NORM)}')
+    raise errors.UserError(f'parallel.batch_norm {cfg.batch_norm!r}; accepted: {", ".join(BATCH_NORM)}')
   if n == 1:
     return None
   return Mesh(np.asarray(devices[:n]), ('data',))

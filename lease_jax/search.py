@@ -3,8 +3,9 @@
 `train_and_evaluate(config, workdir)` runs (or resumes) a search and writes to `workdir`:
 
   genotype.json     the final cell (DARTS: DARTS's JSON genotype; NB201: {"arch": "|...|"})
-  alphas.json       the final A: {"alphas_normal": [[8] x 14], "alphas_reduce": [...]} (DARTS)
-                    or {"alphas": [[5] x 6]} (NB201)
+  alphas.json       the final A: {"alphas_normal": [[8] x 14], "alphas_reduce": [...]} (DARTS;
+                    the PC-DARTS base adds "betas_normal", "betas_reduce": [14]) or
+                    {"alphas": [[5] x 6]} (NB201; with β also "betas": [6])
   summary.json      the cell, the split's class counts, search time, final metrics (the last
                     epoch's explainer and audience validation accuracy), for DARTS the CIFAR
                     evaluation network's parameters, with a benchmark table the looked-up values
@@ -31,14 +32,14 @@ import time
 import jax
 import numpy as np
 
-from lease_jax import builders, checkpoint, cli_utils, data, lease, parallel, spaces, visualize
-from lease_jax import precompile, writers
+from lease_jax import builders, checkpoint, data, harness, lease, parallel, precompile, spaces
+from lease_jax import visualize, writers
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs or resumes the search `config` describes in `workdir`; returns the summary."""
   started = time.time()
-  cli_utils.check_workdir(workdir)
+  harness.check_workdir(workdir)
   builders.check_config(config, 'search')
   table = spaces.benchmark_table(config)  # a bad table is refused before anything is compiled
   mesh = parallel.make_mesh(config)
@@ -48,6 +49,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   groups = parallel.bn_groups(config, mesh)
   search = builders.build_search(config, info, steps_per_epoch, bn_groups=groups)
   total_steps = config.search.epochs * steps_per_epoch
+  # A stays frozen (bit for bit) for the first warm-up epochs (PC-DARTS: 15 of 50).
+  warmup_steps = config.search.get('warmup_epochs', 0) * steps_per_epoch
   stop_at = total_steps if config.search.max_steps < 0 else min(total_steps,
                                                                  config.search.max_steps)
   is_chief = jax.process_index() == 0
@@ -55,13 +58,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # The device count may change on resume (4 -> 1 gives the same maths with global BatchNorm);
   # per-device BatchNorm statistics would change, so their group count is part of the config.
   run_config['batch_norm_groups'] = groups
-  ckpt = checkpoint.Checkpointer(workdir, run_config, config.search.keep_checkpoints)
-  state, resumed = ckpt.restore_or(search.init_state(config.seed))
+  record = harness.RunRecord(workdir, run_config, config.search.keep_checkpoints, is_chief)
+  state, resumed = record.restore_or(search.init_state(config.seed))
   state = parallel.replicate(state, mesh)
   start = int(state.step)
-  history_path = os.path.join(workdir, 'history.jsonl')
-  history = [e for e in checkpoint.read_jsonl(history_path) if e['step'] <= start]
-  elapsed_before = history[-1]['elapsed_s'] if history else 0.0
+  history = record.history
   writer = writers.MetricWriter(workdir, just_logging=not is_chief)
   plots = os.path.join(workdir, 'plots')
   split_counts = {name: data.class_counts(train_source.labels, stream.indices, info.num_classes)
@@ -85,10 +86,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
                               shuffle=False).batch(0, *process)
   fetch = lambda s: (train.batch(s, *process), val.batch(s, *process))
   prefetch = data.Prefetcher(fetch, start)
-  # The running means resume from the checkpoint: a resumed run's epoch metrics are exact.
-  averager = writers.Averager.from_json(ckpt.extra.get('window'))
-  epoch_averager = writers.Averager.from_json(ckpt.extra.get('epoch'))
-  sums = lambda: {'window': averager.to_json(), 'epoch': epoch_averager.to_json()}
   progress = writers.progress_bar(total_steps, start, is_chief, 'search')
   log_every = max(1, config.search.log_every)
   hint = (f' (a learning rate too large? explainer {config.explainer.learning_rate}, audience '
@@ -96,7 +93,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   compiles = writers.CompileLog(writer).__enter__()
   ticker = writers.CompileTicker(progress, 'the search step') if start < stop_at else None
   try:
-    with checkpoint.stopping_safely(ckpt, lambda: int(state.step)):
+    with checkpoint.stopping_safely(record.ckpt, lambda: int(state.step)):
       if ticker is not None and mesh is None and not config.search.jit_whole_step:
         # The first step's programs, compiled on every core at once (precompile.py); a mesh's
         # sharded programs and the one-program step have nothing to gain from it.
@@ -110,16 +107,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
         epoch_end = (step + 1) % steps_per_epoch == 0
         log_now = (step + 1) % log_every == 0 or epoch_end
         state, metrics = step_fn(state, parallel.shard_batch(train_batch, mesh),
-                                 parallel.shard_batch(val_batch, mesh), split_terms=log_now)
+                                 parallel.shard_batch(val_batch, mesh), split_terms=log_now,
+                                 update_arch=step >= warmup_steps)
         checkpoint.check_finite_metrics(step + 1, metrics, hint)
         if step == start:
           seconds = ticker.done()
           writer.write_text_line(f'first step done in {seconds:.1f} s ({compiles.count} programs '
                                  f'compiled, {compiles.total:.1f} s of compilation)')
-        averager.add(metrics)
-        epoch_averager.add(metrics)
+        record.add(metrics)
         if log_now:
-          means = averager.read()
+          means = record.window.read()
           writer.write_scalars(step + 1, means)
           progress.set_postfix({k.replace('_loss', ''): f'{v:.3f}' for k, v in means.items()
                                 if k in ('explainer_train_loss', 'explainer_val_loss',
@@ -131,21 +128,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
           genotype = space.derive(state.alphas)
           alphas = jax.device_get(state.alphas)
           entry = {'epoch': epoch, 'step': step + 1,
-                   'elapsed_s': elapsed_before + time.time() - started,
+                   'elapsed_s': record.elapsed_before + time.time() - started,
                    'genotype': genotype.to_json_dict(),
-                   'alphas': {k: np.asarray(alphas[k]).tolist() for k in space.alpha_names},
-                   'metrics': epoch_averager.read()}
+                   'alphas': {k: np.asarray(alphas[k]).tolist() for k in space.arch_names},
+                   'metrics': record.epoch.read()}
           benchmark = spaces.look_up(table, genotype)
           if benchmark is not None:
             entry['benchmark'] = benchmark
             writer.write_scalars(step + 1, {f'benchmark/{k}': v for k, v in benchmark.items()})
-          history.append(entry)
-          # The history first, then the checkpoint: a run stopped in between (killed, disk full)
-          # resumes from the previous checkpoint and cuts the history back to it.
-          if is_chief:
-            checkpoint.write_jsonl(history_path, history)
-            space.save(workdir, alphas, genotype)
-          ckpt.save(step + 1, state, extra=sums(), hint=hint)  # refuses a non-finite state
+          record.end_epoch(step + 1, state, entry, hint,  # refuses a non-finite state
+                           lambda: space.save(workdir, alphas, genotype))
           draw = epoch_plots_due(epoch, config.search.plot_every, config.search.epochs)
           if draw and search.spec.problem.has_audience:
             _draw_explanations(search.spec, state, pictured, mesh, info, is_chief,
@@ -154,7 +146,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
           if draw and is_chief:
             space.draw(alphas, genotype, plots, f'epoch{epoch:03d}_', f'epoch {epoch}')
             visualize.draw_alpha_trajectory(history, os.path.join(plots, 'alphas_trajectory.png'),
-                                            row_labels=space.row_labels, ops=space.ops)
+                                            row_labels=space.row_labels, ops=space.ops,
+                                            names=space.alpha_names)
             visualize.draw_history(history, os.path.join(plots, 'history.png'),
                                    f'{info.name}: search history')
           if is_chief:
@@ -171,9 +164,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 f'{m.get("alpha_grad_norm", np.nan):.3g} | {space.describe(genotype)}'
                 + (f' | benchmark {benchmark}' if benchmark is not None else ''))
         elif (step + 1) % config.search.checkpoint_every == 0:
-          ckpt.save(step + 1, state, extra=sums(), hint=hint)
+          record.save(step + 1, state, hint)
   except checkpoint.NonFiniteError as error:
-    _stop_non_finite(ckpt, writer, workdir, is_chief, history, error, total_steps)
+    record.stop_non_finite(writer, error, total_steps, {
+        'genotype': history[-1]['genotype'] if history else None,
+        'final_metrics': history[-1]['metrics'] if history else {}})
     raise
   finally:
     if ticker is not None:
@@ -183,7 +178,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     prefetch.close()
 
   finished = int(state.step) >= total_steps
-  ckpt.finish(state, extra=sums(), hint=hint)
+  record.finish(state, hint)
   genotype = space.derive(state.alphas)
   summary = {
       'genotype': genotype.to_json_dict(),
@@ -191,7 +186,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'epochs': config.search.epochs, 'dataset': info.name, 'space': space.name,
       'mode': config.search.mode,
       'gamma': config.search.gamma, 'split_class_counts': split_counts,
-      'search_time_s': elapsed_before + time.time() - started,
+      'search_time_s': record.elapsed_before + time.time() - started,
       'final_metrics': history[-1]['metrics'] if history else {},
       # Means over the last epoch's validation batches (the whole val half, once) of the
       # look-ahead weights E', W'.
@@ -216,19 +211,6 @@ def epoch_plots_due(epoch: int, plot_every: int, epochs: int) -> bool:
   """Whether the end of `epoch` (1-based) draws the epoch plots: every `plot_every`-th epoch
   and the search's last; never with `plot_every` 0 (the final α and cell are drawn regardless)."""
   return plot_every > 0 and (epoch % plot_every == 0 or epoch == epochs)
-
-
-def _stop_non_finite(ckpt, writer, workdir, is_chief, history, error, total_steps):
-  """A diverged run: the last good checkpoint and outputs stay; `summary.json` says why."""
-  ckpt.close()  # let the in-flight saves of good states land
-  if is_chief:
-    writers.write_json_atomic(os.path.join(workdir, 'summary.json'), {
-        'finished': False, 'stopped': str(error), 'step': ckpt.last_saved_step(),
-        'total_steps': total_steps,
-        'genotype': history[-1]['genotype'] if history else None,
-        'final_metrics': history[-1]['metrics'] if history else {}}, indent=1)
-    writer.write_text_line(f'stopped: {error}')
-  writer.close()
 
 
 def _draw_explanations(spec, state, batch, mesh, info, is_chief, path, title, count=6):

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from lease_jax import writers
+from lease_jax import errors, writers
 
 PRIMITIVES = (
     'none',
@@ -100,8 +100,7 @@ class Genotype:
     return len(self.normal) // 2, len(self.reduce) // 2
 
 
-class GenotypeError(ValueError):
-  """A malformed genotype or α file; the message names the bad part and what is accepted."""
+GenotypeError = errors.GenotypeError  # this module's error (lease_jax.errors)
 
 
 def _parse_edges(edges: Any, where: str) -> tuple[tuple[str, int], ...]:
@@ -148,14 +147,35 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
   return z / np.sum(z, axis=axis, keepdims=True)
 
 
-def derive_cell(alphas: np.ndarray, steps: int = 4) -> tuple[tuple[str, int], ...]:
-  """DARTS's `_parse` of one cell type's α ([num_edges, 8], raw logits).
+def node_softmax(betas: np.ndarray, in_degrees: Sequence[int]) -> np.ndarray:
+  """PC-DARTS's edge weights: the softmax of β over each node's incoming edges, which are
+  consecutive rows (`in_degrees[i]` of them for node i; DARTS: i + 2, NB201: i + 1)."""
+  betas = np.asarray(betas, np.float64)
+  parts, start = [], 0
+  for degree in in_degrees:
+    parts.append(softmax(betas[start:start + degree]))
+    start += degree
+  return np.concatenate(parts)
 
-  For node i the candidate edges are sorted (stably) by their largest non-`none` softmax weight,
+
+def darts_in_degrees(steps: int = 4) -> tuple[int, ...]:
+  """The incoming edges of each node of a DARTS cell: i + 2 for node i."""
+  return tuple(node + 2 for node in range(steps))
+
+
+def derive_cell(alphas: np.ndarray, steps: int = 4,
+                betas: np.ndarray | None = None) -> tuple[tuple[str, int], ...]:
+  """DARTS's `_parse` of one cell type's α ([num_edges, 8], raw logits); with β ([num_edges]),
+  PC-DARTS's (`Network.genotype`): each edge's softmax(α) times its edge weight
+  `node_softmax(β)`.
+
+  For node i the candidate edges are sorted (stably) by their largest non-`none` weight,
   descending; the first two are kept, in that order, each with its best non-`none` operation (the
   first on ties).
   """
   weights = softmax(np.asarray(alphas, np.float64))
+  if betas is not None:
+    weights = weights * node_softmax(betas, darts_in_degrees(steps))[:, None]
   none = PRIMITIVES.index('none')
   gene, start = [], 0
   for node in range(steps):
@@ -168,25 +188,39 @@ def derive_cell(alphas: np.ndarray, steps: int = 4) -> tuple[tuple[str, int], ..
   return tuple(gene)
 
 
-def derive_genotype(alphas_normal, alphas_reduce, steps: int = 4,
-                    multiplier: int = 4) -> Genotype:
-  """The discrete architecture of a search state (DARTS's `Network.genotype`)."""
+def derive_genotype(alphas_normal, alphas_reduce, steps: int = 4, multiplier: int = 4,
+                    betas_normal=None, betas_reduce=None) -> Genotype:
+  """The discrete architecture of a search state (DARTS's `Network.genotype`; with β, the
+  PC-DARTS rule of `derive_cell`)."""
   for name, a in (('alphas_normal', alphas_normal), ('alphas_reduce', alphas_reduce)):
     shape = np.shape(a)
     if shape != (num_edges(steps), NUM_OPS):
       raise GenotypeError(f'{name} has shape {shape}; expected ({num_edges(steps)}, {NUM_OPS}) '
                           f'(edges x operations, DARTS order)')
+  if (betas_normal is None) != (betas_reduce is None):
+    raise GenotypeError('betas_normal and betas_reduce come together (PC-DARTS) or not at all')
+  for name, b in (('betas_normal', betas_normal), ('betas_reduce', betas_reduce)):
+    if b is not None and np.shape(b) != (num_edges(steps),):
+      raise GenotypeError(f'{name} has shape {np.shape(b)}; expected ({num_edges(steps)},) '
+                          f'(one per edge, DARTS order)')
   concat = tuple(range(2 + steps - multiplier, steps + 2))
-  return Genotype(normal=derive_cell(alphas_normal, steps), normal_concat=concat,
-                  reduce=derive_cell(alphas_reduce, steps), reduce_concat=concat)
+  return Genotype(normal=derive_cell(alphas_normal, steps, betas_normal), normal_concat=concat,
+                  reduce=derive_cell(alphas_reduce, steps, betas_reduce), reduce_concat=concat)
+
+
+ALPHA_FILE_KEYS = ('alphas_normal', 'alphas_reduce')
+BETA_FILE_KEYS = ('betas_normal', 'betas_reduce')
 
 
 def load_alphas(path: str) -> dict[str, np.ndarray]:
-  """Reads `{"alphas_normal": [[8 numbers] x 14], "alphas_reduce": [...]}`, validated."""
+  """Reads `{"alphas_normal": [[8 numbers] x 14], "alphas_reduce": [...]}`, with PC-DARTS's
+  `"betas_normal": [14 numbers], "betas_reduce": [...]` when the search had them; validated."""
   data = _read_json(path)
-  if not isinstance(data, Mapping) or set(data) != {'alphas_normal', 'alphas_reduce'}:
+  if not isinstance(data, Mapping) or set(data) not in (set(ALPHA_FILE_KEYS),
+                                                        set(ALPHA_FILE_KEYS + BETA_FILE_KEYS)):
     raise GenotypeError(f'{path}: expected a JSON object with exactly the keys alphas_normal and '
-                        f'alphas_reduce')
+                        f'alphas_reduce (and, from a PC-DARTS search, betas_normal and '
+                        f'betas_reduce)')
   out = {}
   for key in ('alphas_normal', 'alphas_reduce'):
     try:
@@ -201,6 +235,19 @@ def load_alphas(path: str) -> dict[str, np.ndarray]:
     out[key] = a
   if out['alphas_normal'].shape != out['alphas_reduce'].shape:
     raise GenotypeError(f'{path}: alphas_normal and alphas_reduce have different shapes')
+  for key in BETA_FILE_KEYS:
+    if key not in data:
+      continue
+    try:
+      b = np.asarray(data[key], np.float64)
+    except (TypeError, ValueError) as e:
+      raise GenotypeError(f'{path}: {key} is not a numeric vector ({e})') from None
+    if b.shape != out['alphas_normal'].shape[:1]:
+      raise GenotypeError(f'{path}: {key} has shape {b.shape}; expected '
+                          f'{out["alphas_normal"].shape[:1]} (one per edge)')
+    if not np.all(np.isfinite(b)):
+      raise GenotypeError(f'{path}: {key} holds non-finite values')
+    out[key] = b
   return out
 
 
@@ -212,9 +259,9 @@ def steps_of(alphas: np.ndarray) -> int:
   return _EDGE_COUNTS[np.shape(alphas)[0]]
 
 
-def save_alphas(path: str, alphas_normal, alphas_reduce) -> None:
-  writers.write_json_atomic(path, {'alphas_normal': np.asarray(alphas_normal, np.float64).tolist(),
-                     'alphas_reduce': np.asarray(alphas_reduce, np.float64).tolist()})
+def save_arch(path: str, arch: Mapping[str, Any], keys: Sequence[str]) -> None:
+  """`alphas.json`: the entries `keys` of A, as float64 lists."""
+  writers.write_json_atomic(path, {k: np.asarray(arch[k], np.float64).tolist() for k in keys})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -60,7 +60,9 @@ def _layout(edges, concat):
   return pos
 
 
-def draw_cell(ax, edges: Sequence[tuple[str, int]], concat: Sequence[int], title: str) -> None:
+def draw_cell(ax, edges: Sequence[tuple[str, int]], concat: Sequence[int], title: str,
+              weights: Sequence[float] | None = None) -> None:
+  """One DARTS cell on `ax`; `weights`: each edge's β weight, printed after its operation."""
   pos = _layout(edges, concat)
   box = dict(boxstyle='round,pad=0.35', linewidth=1.5)
   arrow = dict(arrowstyle='->', color='gray', linewidth=1.2, shrinkA=16, shrinkB=16)
@@ -79,7 +81,8 @@ def draw_cell(ax, edges: Sequence[tuple[str, int]], concat: Sequence[int], title
     t = 0.62 if k % 2 else 0.38
     lx = (1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t ** 2 * x1
     ly = (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t ** 2 * y1
-    ax.text(lx, ly, op, fontsize=8, ha='center', va='center', family='serif', color=color,
+    label = op if weights is None else f'{op} ({weights[k]:.2f})'
+    ax.text(lx, ly, label, fontsize=8, ha='center', va='center', family='serif', color=color,
             bbox=dict(facecolor='white', edgecolor=color, linewidth=0.6, pad=1.0))
   for state in concat:
     ax.annotate('', pos['out'], pos[state], arrowprops=dict(arrow, connectionstyle='arc3'))
@@ -99,16 +102,20 @@ def draw_cell(ax, edges: Sequence[tuple[str, int]], concat: Sequence[int], title
 
 
 def draw_genotype(genotype: Genotype, out_dir: str, prefix: str = '',
-                  formats: Sequence[str] = ('png', 'svg', 'dot')) -> list[str]:
+                  formats: Sequence[str] = ('png', 'svg', 'dot'),
+                  edge_weights: Mapping[str, Sequence[float]] | None = None) -> list[str]:
   """Writes `{prefix}normal.<format>` and `{prefix}reduction.<format>` for each of `formats`
-  (png, svg, dot: the Graphviz source); returns the paths."""
+  (png, svg, dot: the Graphviz source); returns the paths. `edge_weights` ('normal', 'reduce':
+  each kept edge's β weight, PC-DARTS) label the drawn edges."""
   os.makedirs(out_dir, exist_ok=True)
   written = []
-  for name, edges, concat in (('normal', genotype.normal, genotype.normal_concat),
-                              ('reduction', genotype.reduce, genotype.reduce_concat)):
+  for name, kind, edges, concat in (
+      ('normal', 'normal', genotype.normal, genotype.normal_concat),
+      ('reduction', 'reduce', genotype.reduce, genotype.reduce_concat)):
     width = 3.2 * (len(edges) // 2 + 1)
     fig, ax = plt.subplots(figsize=(width, 5.5))
-    draw_cell(ax, edges, concat, f'{name} cell')
+    draw_cell(ax, edges, concat, f'{name} cell',
+              None if edge_weights is None else edge_weights[kind])
     base = os.path.join(out_dir, f'{prefix}{name}')
     for ext in formats:
       if ext == 'dot':
@@ -121,9 +128,10 @@ def draw_genotype(genotype: Genotype, out_dir: str, prefix: str = '',
   return written
 
 
-def draw_nb201_cell(arch, path: str) -> str:
-  """An NB201 cell: nodes 0..3 left to right, each edge labelled with its operation (`none`
-  edges dotted and grey: they carry nothing)."""
+def draw_nb201_cell(arch, path: str, edge_weights: Sequence[float] | None = None) -> str:
+  """An NB201 cell: nodes 0..3 left to right, each edge labelled with its operation (and its β
+  weight, `edge_weights`, where the base has β; `none` edges dotted and grey: they carry
+  nothing)."""
   from lease_jax.search_space import NB201_EDGES, NB201_NODES
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   pos = {n: (3.0 * n, 0.0) for n in range(NB201_NODES)}
@@ -140,7 +148,8 @@ def draw_nb201_cell(arch, path: str) -> str:
     dx, dy = x1 - x0, y1 - y0
     cx, cy = (x0 + x1) / 2 + bend * dy, (y0 + y1) / 2 - bend * dx
     lx, ly = 0.25 * x0 + 0.5 * cx + 0.25 * x1, 0.25 * y0 + 0.5 * cy + 0.25 * y1
-    ax.text(lx, ly, op, fontsize=8, ha='center', va='center', family='serif', color=color,
+    label = op if edge_weights is None else f'{op} ({edge_weights[k]:.2f})'
+    ax.text(lx, ly, label, fontsize=8, ha='center', va='center', family='serif', color=color,
             bbox=dict(facecolor='white', edgecolor=color, linewidth=0.6, pad=1.0))
   for n, (x, y) in pos.items():
     color = _GREEN if n == 0 else _YELLOW if n == NB201_NODES - 1 else _BLUE
@@ -168,12 +177,15 @@ def darts_choices(edges: Sequence[tuple[str, int]], steps: int = 4) -> list[tupl
 
 def draw_alphas(alphas: Mapping[str, np.ndarray], path: str, title: str = '', *,
                 row_labels: Sequence[str], ops: Sequence[str] = PRIMITIVES,
-                chosen: Mapping[str, Sequence[tuple[int, int]]] | None = None) -> str:
+                chosen: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+                edge_weights: Mapping[str, np.ndarray] | None = None) -> str:
   """Heat maps of each α's deviation from uniform, `softmax(α) - 1/|ops|`, per edge and op.
 
   All entries of softmax(α) sit near 1/|ops| during a search, so the raw weights draw a flat
   square; the deviation, on a symmetric colour scale, shows which operations gain and lose. The
-  derived architecture's choices (`chosen`: (row, column) pairs per α) are outlined.
+  derived architecture's choices (`chosen`: (row, column) pairs per α) are outlined. With
+  `edge_weights` (PC-DARTS's normalised β, per α one weight per row) each row's label ends with
+  its edge's weight.
   """
   from matplotlib.patches import Rectangle
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
@@ -188,7 +200,10 @@ def draw_alphas(alphas: Mapping[str, np.ndarray], path: str, title: str = '', *,
     d = deviation[name]
     im = ax.imshow(d, cmap='RdBu_r', aspect='auto', vmin=-limit, vmax=limit)
     ax.set_xticks(range(len(ops)), ops, rotation=45, ha='right', fontsize=8)
-    ax.set_yticks(range(len(d)), row_labels[:len(d)], fontsize=8)
+    labels = list(row_labels[:len(d)])
+    if edge_weights is not None and name in edge_weights:
+      labels = [f'{label}  β {w:.3f}' for label, w in zip(labels, edge_weights[name])]
+    ax.set_yticks(range(len(d)), labels, fontsize=8)
     for row, col in (chosen or {}).get(name, ()):
       ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor='k', lw=2))
     ax.set_title(f'{name}: softmax(α) − 1/{len(ops)} (max softmax {weights[name].max():.3f})',
@@ -203,11 +218,13 @@ def draw_alphas(alphas: Mapping[str, np.ndarray], path: str, title: str = '', *,
 
 
 def draw_alpha_trajectory(history: Sequence[Mapping], path: str, *,
-                          row_labels: Sequence[str], ops: Sequence[str] = PRIMITIVES) -> str:
-  """softmax(α) of every edge over the epochs: one panel per edge, one line per operation."""
+                          row_labels: Sequence[str], ops: Sequence[str] = PRIMITIVES,
+                          names: Sequence[str] | None = None) -> str:
+  """softmax(α) of every edge over the epochs: one panel per edge, one line per operation
+  (`names`: the α matrices of the history's A; default all of them)."""
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   epochs = [entry['epoch'] for entry in history]
-  names = list(history[0]['alphas'])
+  names = list(names or history[0]['alphas'])
   series = {n: np.stack([softmax(np.asarray(e['alphas'][n], np.float64)) for e in history])
             for n in names}  # [epochs, edges, ops]
   edges = max(v.shape[1] for v in series.values())

@@ -6,7 +6,7 @@ import os
 import pytest
 from absl import flags
 
-from lease_jax import builders, cli_utils
+from lease_jax import builders, cli_utils, harness
 
 CONFIGS = sorted(glob.glob(os.path.join(cli_utils.CONFIG_DIR, '*.py')))
 NAMES = [os.path.basename(p)[:-3] for p in CONFIGS if not p.endswith('__init__.py')]
@@ -74,9 +74,9 @@ def test_bad_values_name_the_field(field, value, message):
 
 def test_workdir_that_cannot_hold_a_run_is_refused(tmp_path):
   with pytest.raises(cli_utils.UserError, match='--workdir is empty'):
-    cli_utils.check_workdir('')
+    harness.check_workdir('')
   (tmp_path / 'file').write_text('x')
   with pytest.raises(cli_utils.UserError, match='is a file'):
-    cli_utils.check_workdir(str(tmp_path / 'file'))
-  cli_utils.check_workdir(str(tmp_path / 'new' / 'run'))  # created later, parent writable
+    harness.check_workdir(str(tmp_path / 'file'))
+  harness.check_workdir(str(tmp_path / 'new' / 'run'))  # created later, parent writable
   assert not (tmp_path / 'new').exists()  # checking writes nothing

@@ -20,7 +20,8 @@ def test_derive(capsys, tmp_path):
   rng = np.random.default_rng(0)
   normal, reduce = rng.normal(size=(14, 8)), rng.normal(size=(14, 8))
   path = tmp_path / 'alphas.json'
-  search_space.save_alphas(str(path), normal, reduce)
+  search_space.save_arch(str(path), {'alphas_normal': normal, 'alphas_reduce': reduce},
+                         search_space.ALPHA_FILE_KEYS)
   code, out, _ = run(capsys, 'derive', str(path))
   assert code == 0
   assert json.loads(out) == search_space.derive_genotype(normal, reduce).to_json_dict()

@@ -88,7 +88,8 @@ def test_unreadable_genotype_sources(tmp_path):
 def test_alpha_files(tmp_path):
   rng = np.random.default_rng(0)
   path = tmp_path / 'alphas.json'
-  ss.save_alphas(str(path), rng.normal(size=(14, 8)), rng.normal(size=(14, 8)))
+  arch = {'alphas_normal': rng.normal(size=(14, 8)), 'alphas_reduce': rng.normal(size=(14, 8))}
+  ss.save_arch(str(path), arch, ss.ALPHA_FILE_KEYS)
   loaded = ss.load_alphas(str(path))
   assert loaded['alphas_normal'].shape == (14, 8)
   path.write_text(json.dumps({'alphas_normal': [[0.0] * 7] * 14, 'alphas_reduce': []}))

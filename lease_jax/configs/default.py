@@ -33,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
       mode='hvp',               # 'exact' | 'hvp' | 'finite_difference' | 'first_order'
       gamma=1.0,                # weight of the audience's validation loss; 0 = DARTS
       epochs=8,
+      warmup_epochs=0,          # the first epochs train the weights with A frozen (PC-DARTS: 15)
       batch_size=32,
       jit_whole_step=False,     # True: one program per iteration; False: jitted pieces
       log_every=10,             # steps between metric writes (and split hypergradient terms)
@@ -43,8 +44,13 @@ def get_config() -> ml_collections.ConfigDict:
   ))
 
   # The explainer supernet and its optimizer (DARTS: SGD 0.025 cosine to 0.001, momentum 0.9,
-  # weight decay 3e-4, clip 5).
+  # weight decay 3e-4, clip 5). The base method (README "Base methods"): 'darts' mixes every
+  # operation on all channels; 'pc_darts' (PC-DARTS) on the first C/partial_channels channels,
+  # the rest bypassing, with edge normalisation β when `edge_normalization`.
   config.explainer = ml_collections.ConfigDict(dict(
+      base='darts',             # 'darts' | 'pc_darts'
+      partial_channels=4,       # pc_darts: K (4 in its CIFAR search, 2 in its ImageNet search)
+      edge_normalization=True,  # pc_darts: β, a softmax over each node's incoming edges
       channels=8,
       layers=5,
       steps=4,
