@@ -7,7 +7,9 @@
 Everything after `--` goes to `lease-search` / `lease-train` unchanged, plus `--config.seed=<i>`
 and `--workdir=<workdir>/seed_<i>`. A seed whose workdir already holds a finished run is not run
 again (an interrupted one resumes), so the launcher itself can be re-run after a failure. It
-writes `<workdir>/seeds.json` and `<workdir>/seeds.md` (one row per seed, then mean ± std).
+writes `<workdir>/seeds.json` and `<workdir>/seeds.md` (one row per seed, then mean ± std), and
+for searches `<workdir>/report/` (`lease-report` over the seeds: the chosen operation of each
+edge across seeds, accuracy and ‖∇_A‖ curves with seed bands).
 """
 
 from __future__ import annotations
@@ -99,6 +101,10 @@ def main(argv=None) -> int:
   with open(os.path.join(args.workdir, 'seeds.md'), 'w') as f:
     f.write(table)
   print(table)
+  if args.kind == 'search':  # lease-report's tables, edge frequencies and seed bands
+    from lease_jax import report
+    report.write_report([os.path.join(args.workdir, f'seed_{s}') for s in seeds],
+                        os.path.join(args.workdir, 'report'))
   return 0
 
 
