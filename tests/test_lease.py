@@ -8,6 +8,8 @@ import numpy as np
 import optax
 import pytest
 
+import search_helpers
+
 from lease_jax import builders, data, hypergrad, lease
 from lease_jax.configs import tiny
 
@@ -149,18 +151,9 @@ def test_smooth_supernet_finite_difference_converges_to_hvp_in_float64():
   config = tiny.get_config()
   config.explainer.impl = 'smooth'
   with jax.enable_x64(True):
-    info, train_source, _ = data.load_sources(config.data)
-    train, val = builders.search_streams(config, info, train_source)
-    search = builders.build_search(config, info, train.steps_per_epoch)
-    as64 = lambda tree: jax.tree.map(
-        lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
-    state = as64(search.init_state(config.seed))
-    batches = [as64(builders.to_device(s.batch(0))) for s in (train, val)]
+    search, state, train, val = search_helpers.float64_search(config)
     problem = search.spec.problem
-    inputs = dict(E=state.explainer, A=state.alphas, W=state.audience,
-                  explainer_state=state.explainer_opt_state,
-                  audience_state=state.audience_opt_state, train=batches[0], val=batches[1],
-                  delta0=lease.virtual_start(search.spec, state, batches[0]['image']))
+    inputs = search_helpers.hypergradient_inputs(search, state, train, val)
     flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
     # The pieces driver: the two modes share their first-order programs, and every radius is
     # one traced argument of the same compiled programs.

@@ -15,6 +15,7 @@ from cli_helpers import CONFIG_DIR
 
 from lease_jax import builders, data, lease, spaces
 from lease_jax.configs import nb201_cifar10_darts_1st, nb201_cifar10_darts_2nd
+from lease_jax.configs import nb201_cifar10_lease_pcdarts, nb201_cifar10_pcdarts
 from lease_jax.configs import nb201_cifar100_darts_1st, nb201_cifar100_darts_2nd
 from lease_jax.configs import nb201_cifar100_lease
 from lease_jax.models import nb201
@@ -196,15 +197,19 @@ def test_nb201_lease_search_end_to_end_with_benchmark_look_ups(tmp_path, env):
   assert summary['final_audience_val_acc'] is not None
 
 
-@pytest.mark.parametrize('module', [nb201_cifar10_darts_2nd, nb201_cifar10_darts_1st],
-                         ids=['darts_2nd', 'darts_1st'])
+@pytest.mark.parametrize('module', [nb201_cifar10_darts_2nd, nb201_cifar10_darts_1st,
+                                    nb201_cifar10_pcdarts, nb201_cifar10_lease_pcdarts],
+                         ids=['darts_2nd', 'darts_1st', 'pcdarts', 'lease_pcdarts'])
 def test_nb201_baseline_configs_run_one_tiny_step(module):
   config = module.get_config()
-  builders.check_config(config)
+  builders.check_config(config, 'search')
   config.explainer.update(dict(channels=4, layers=1, impl='xla'))
+  config.audience.width = 4
   info = data.DatasetInfo('cifar10', 10, (8, 8, 3), (0.5,) * 3, (0.25,) * 3)
   search = builders.build_search(config, info, steps_per_epoch=3)
-  assert search.space.name == 'nb201' and not search.spec.problem.has_audience
+  assert search.space.name == 'nb201'
+  assert search.spec.problem.has_audience == (config.search.gamma > 0)
+  assert search.space.base == config.explainer.base
   state = search.init_state(0)
   rng = np.random.default_rng(0)
   batch = lambda: {'image': jnp.asarray(rng.normal(size=(4, 8, 8, 3)), jnp.float32),

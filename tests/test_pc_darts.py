@@ -14,10 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import search_helpers
 from cli_helpers import TINY, run_cli
 
 from lease_jax import builders, data, hypergrad, lease, ops, search_space
-from lease_jax.configs import nb201_cifar10_lease_pcdarts, nb201_cifar10_pcdarts, tiny
+from lease_jax.configs import tiny
 from lease_jax.models import explainer, nb201
 
 
@@ -121,31 +122,22 @@ def test_exact_equals_hvp_equals_a_numerical_derivative_with_betas():
   config.explainer.impl = 'smooth'
   config.explanation.audience_input = 'product'
   with jax.enable_x64(True):
-    info, train_source, _ = data.load_sources(config.data)
-    train, val = builders.search_streams(config, info, train_source)
-    search = builders.build_search(config, info, train.steps_per_epoch)
-    as64 = lambda tree: jax.tree.map(
-        lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
-    state = as64(search.init_state(config.seed))
+    search, state, train, val = search_helpers.float64_search(config)
     assert set(state.alphas) == {'alphas_normal', 'alphas_reduce', 'betas_normal',
                                  'betas_reduce'}
     # β away from uniform, so that the edge weights differ and their derivative is not zero.
     state = state.replace(alphas={**state.alphas, **{
         k: 0.5 * jax.random.normal(jax.random.PRNGKey(i), (14,), jnp.float64)
         for i, k in enumerate(('betas_normal', 'betas_reduce'))}})
-    batches = [as64(builders.to_device(s.batch(0))) for s in (train, val)]
     problem = search.spec.problem
-    inputs = dict(E=state.explainer, A=state.alphas, W=state.audience,
-                  explainer_state=state.explainer_opt_state,
-                  audience_state=state.audience_opt_state, train=batches[0], val=batches[1],
-                  delta0=lease.virtual_start(search.spec, state, batches[0]['image']))
+    inputs = search_helpers.hypergradient_inputs(search, state, train, val)
     flat = lambda tree: np.asarray(jax.flatten_util.ravel_pytree(tree)[0])
     exact = hypergrad.hypergradient('exact', problem, **inputs)
     hvp = hypergrad.hypergradient('hvp', problem, **inputs)
     np.testing.assert_allclose(flat(hvp.total), flat(exact.total), rtol=1e-7, atol=1e-10)
     assert np.linalg.norm(flat(exact.total['betas_reduce'])) > 0  # tiny: one reduction cell
     objective = jax.jit(lambda a: lease.architecture_objective(
-        search.spec, state.replace(alphas=a), batches[0], batches[1]))
+        search.spec, state.replace(alphas=a), train, val))
     for seed in range(3):
       direction = jax.tree.map(lambda a: jax.random.normal(jax.random.PRNGKey(10 + seed),
                                                            a.shape, a.dtype), state.alphas)
@@ -154,26 +146,6 @@ def test_exact_equals_hvp_equals_a_numerical_derivative_with_betas():
       numeric = (float(objective(moved(1))) - float(objective(moved(-1)))) / (2 * h)
       analytic = float(np.dot(flat(exact.total), flat(direction)))
       assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-9), seed
-
-
-@pytest.mark.parametrize('module', [nb201_cifar10_pcdarts, nb201_cifar10_lease_pcdarts],
-                         ids=['pcdarts', 'lease_pcdarts'])
-def test_nb201_pcdarts_configs_run_one_tiny_step(module):
-  config = module.get_config()
-  builders.check_config(config, 'search')
-  assert config.explainer.base == 'pc_darts' and config.space == 'nb201'
-  config.explainer.update(dict(channels=4, layers=1, impl='xla'))
-  config.audience.width = 4
-  info = data.DatasetInfo('cifar10', 10, (8, 8, 3), (0.5,) * 3, (0.25,) * 3)
-  search = builders.build_search(config, info, steps_per_epoch=3)
-  assert search.spec.problem.has_audience == (module is nb201_cifar10_lease_pcdarts)
-  state = search.init_state(0)
-  rng = np.random.default_rng(0)
-  batch = lambda: {'image': jnp.asarray(rng.normal(size=(4, 8, 8, 3)), jnp.float32),
-                   'label': jnp.asarray(rng.integers(0, 10, 4))}
-  new_state, metrics = lease.make_step(search.spec, False)(state, batch(), batch())
-  assert int(new_state.step) == 1 and np.isfinite(float(metrics['alpha_grad_norm']))
-  assert not np.allclose(new_state.alphas['alphas'], state.alphas['alphas'])
 
 
 def test_a_channel_count_that_k_does_not_divide_is_refused():

@@ -6,12 +6,8 @@
 the partial channel cell of `nb201_cifar10_pcdarts.py` (K = 4, no edge normalisation).
 """
 
-from lease_jax.configs import nb201_cifar10_lease
+from lease_jax.configs import nb201_cifar10_lease, nb201_cifar10_pcdarts
 
 
 def get_config():
-  config = nb201_cifar10_lease.get_config()
-  config.explainer.base = 'pc_darts'
-  config.explainer.partial_channels = 4
-  config.explainer.edge_normalization = False
-  return config
+  return nb201_cifar10_pcdarts.use_partial_channels(nb201_cifar10_lease.get_config())

@@ -11,9 +11,13 @@ CIFAR-10 at 93.41 ± 0.30 % test.
 from lease_jax.configs import nb201_cifar10_darts_1st
 
 
-def get_config():
-  config = nb201_cifar10_darts_1st.get_config()
+def use_partial_channels(config):
+  """The PC-DARTS base as DrNAS's NB201 cell: K = 4, no edge normalisation."""
   config.explainer.base = 'pc_darts'
   config.explainer.partial_channels = 4
   config.explainer.edge_normalization = False
   return config
+
+
+def get_config():
+  return use_partial_channels(nb201_cifar10_darts_1st.get_config())
