@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -74,6 +75,15 @@ def _positive(config, field: str) -> None:
     raise errors.UserError(f'{field} = {value}; must be > 0')
 
 
+def _numbers(tree, prefix: str = ''):
+  """(dotted field, value) of every number in a config (nested dicts)."""
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from _numbers(value, f'{prefix}{key}.')
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+      yield f'{prefix}{key}', value
+
+
 def check_config(config, job: str | None = None) -> None:
   """Rejects a config value that cannot work, naming the field and what is accepted, before
   anything is built or written; with `job` ('search' | 'train'), a config that lacks its block."""
@@ -81,6 +91,13 @@ def check_config(config, job: str | None = None) -> None:
     example = 'default' if job == 'search' else 'eval_cifar10'
     raise errors.UserError(f'the config has no {job!r} block; this command needs a {job} '
                               f'config (e.g. configs/{example}.py)')
+  for field, value in _numbers(config.to_dict()):
+    if not math.isfinite(value):
+      raise errors.UserError(f'{field} = {value}; every number of a config must be finite')
+  max_examples = config.data.get('max_examples', -1)
+  if max_examples != -1 and max_examples < 2:
+    raise errors.UserError(f'data.max_examples = {max_examples}; accepted: -1 (every example) '
+                           f'or >= 2 (a class-balanced subset)')
   _choice(config, 'data.source', data.SOURCES)
   _choice(config, 'data.augment', data.Transform.KINDS)
   _choice(config, 'parallel.batch_norm', parallel.BATCH_NORM)
@@ -137,6 +154,7 @@ def build_search(config, info: data.DatasetInfo, steps_per_epoch: int,
   """The search a config describes (models, optimizers, hypergradient mode, options)."""
   ex, au, search = config.explainer, config.audience, config.search
   space = spaces.make_space(config, info.num_classes, bn_groups)
+  space.check_image_shape(info.image_shape)
   explainer_apply = space.apply_fn()
   gamma = float(search.gamma)
   audience = None

@@ -121,11 +121,18 @@ class Checkpointer:
     self.directory = os.path.abspath(os.path.join(workdir, subdir))
     self.config_dict = config_dict
     self.extra: dict = {}  # the restored checkpoint's `extra` ({} for a fresh run)
+    if os.path.islink(self.directory) and not os.path.exists(self.directory):
+      raise errors.EnvironmentFault(
+          f'{self.directory} is a symbolic link to {os.readlink(self.directory)!r}, which does '
+          f'not exist (an unmounted disk?); mount it, or remove the link to start afresh')
     has_checkpoint = os.path.isdir(self.directory) and any(
         name.isdigit() for name in os.listdir(self.directory))
+    if not has_checkpoint:  # refused before the manager creates `checkpoints/`
+      self._check_config(config_dict, has_checkpoint)
     self.manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
-    self._check_config(config_dict, has_checkpoint)
+    if has_checkpoint:  # the checkpoints' own record of their config needs the manager
+      self._check_config(config_dict, has_checkpoint)
 
   def _saved_config(self, path: str) -> dict | None:
     """The config of the workdir's checkpoints: `config.json`, else the one every checkpoint
@@ -136,31 +143,46 @@ class Checkpointer:
           return json.load(f)
       except (OSError, json.JSONDecodeError):
         pass
-    step = self.manager.latest_step()
+    manager = getattr(self, 'manager', None)  # none yet: the workdir holds no checkpoint
+    step = manager.latest_step() if manager is not None else None
     if step is None:
       return None
     try:
-      extra = self.manager.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))
+      extra = manager.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))
       return (extra['extra'] or {}).get('config')
     except Exception:  # noqa: BLE001 - an unreadable checkpoint is reported by restore_or
       return None
 
   def _check_config(self, config_dict: dict, has_checkpoint: bool) -> None:
+    """The different-config guard. It holds with the checkpoints alone (each records its
+    config), with `config.json` alone, and with finished outputs alone (`summary.json` without
+    a record of its config is refused: nothing is overwritten that cannot be shown to be this
+    config's)."""
     path = os.path.join(self.workdir, 'config.json')
-    if has_checkpoint:
+    outputs = [name for name in ('summary.json', 'history.jsonl', 'alphas.json')
+               if os.path.exists(os.path.join(self.workdir, name))]
+    if has_checkpoint or os.path.exists(path) or outputs:
       saved = self._saved_config(path)
-      if saved is None:
+      if saved is None and has_checkpoint:
         raise CheckpointError(f'{path} is missing or unreadable and the checkpoints in '
                               f'{self.directory} do not record their config; use a new '
                               f'--workdir')
+      if saved is None and outputs:
+        raise CheckpointError(f'workdir {self.workdir!r} holds a run\'s outputs ({outputs[0]}) '
+                              f'but no readable config.json to show which config made them; '
+                              f'use a new --workdir (nothing was touched)')
+      if saved is None:  # an unreadable config.json and nothing else: a fresh start
+        writers.write_json_atomic(path, config_dict, indent=1, sort_keys=True, default=str)
+        return
       differences = config_differences(saved, config_dict)
       if differences:
         shown = ', '.join(f'{k} ({_flatten(saved).get(k, "<missing>")!r} -> '
                           f'{_flatten(config_dict).get(k, "<missing>")!r})'
                           for k in differences[:6])
         more = f' and {len(differences) - 6} more' if len(differences) > 6 else ''
+        held = 'a checkpoint' if has_checkpoint else 'the outputs'
         raise CheckpointError(
-            f'workdir {self.workdir!r} holds a checkpoint of a different config: {shown}{more}; '
+            f'workdir {self.workdir!r} holds {held} of a different config: {shown}{more}; '
             f'use a new --workdir, or the config that made it')
       if not os.path.exists(path):
         writers.write_json_atomic(path, saved, indent=1, sort_keys=True, default=str)
@@ -235,11 +257,24 @@ def stopping_safely(ckpt: Checkpointer, current_step: Callable[[], int]):
 
 
 def read_jsonl(path: str) -> list[dict]:
-  """The records of a JSON-lines file; [] when it does not exist."""
+  """The records of a JSON-lines file; [] when it does not exist. A last line cut by a crash
+  mid-write is dropped, and said on stderr; a damaged line before it is a `CheckpointError`."""
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f if line.strip()]
+  records = []
+  for number, line in enumerate(lines, start=1):
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      if number < len(lines):
+        raise CheckpointError(f'{path} line {number} is not JSON (the file was edited or '
+                              f'damaged); restore it or move it aside') from None
+      import sys
+      print(f'{path}: its last line was cut (a crash mid-write); dropped, the run resumes from '
+            f'its last checkpoint', file=sys.stderr)
+  return records
 
 
 def write_jsonl(path: str, records: list[dict]) -> None:

@@ -180,6 +180,13 @@ def check_config_file(value: str) -> None:
                     f'ml_collections.ConfigDict')
 
 
+def path_flag(value: str | None) -> str | None:
+  """A path given on the command line, `~` expanded as the shell would have (quoted, it was
+  not): `--workdir`, `--genotype`, and the config's `data.data_dir` and `benchmark.table`
+  (expanded where they are read)."""
+  return os.path.expanduser(value) if value else value
+
+
 def run_app(define_flags, main, prog: str):
   """Defines the flags and runs `main` under absl, reporting flag errors (a config file that does
   not load, a config field that does not exist, a bad value) as one line with exit status 2."""
@@ -189,7 +196,11 @@ def run_app(define_flags, main, prog: str):
     if config_file is not None:
       check_config_file(config_file)
     define_flags()  # ml_collections resolves `--config.a.b=...` overrides here
-    flags.FLAGS(sys.argv)
+    extra = flags.FLAGS(sys.argv)[1:]
+    if extra:
+      hint = f'; did you mean --workdir={extra[0]}?' if 'workdir' in flags.FLAGS else ''
+      raise UserError(f'unexpected argument {extra[0]!r}: every argument is a flag '
+                      f'(--name=value){hint}')
     if 'config' in flags.FLAGS:
       flags.FLAGS.config.keys()  # a config file that fails to load raises on first access
   except UserError as e:

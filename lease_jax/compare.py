@@ -70,7 +70,7 @@ def _main(argv):
   from absl import flags
 
   from lease_jax import builders, cli_utils, harness, writers
-  config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+  config, workdir = flags.FLAGS.config, cli_utils.path_flag(flags.FLAGS.workdir)
   cli_utils.setup_jax(config)
   # Comparisons at full float32 precision: accelerators' default (TF32 matmuls on A100/H100)
   # would blur the differences measured here.

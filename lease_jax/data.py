@@ -146,10 +146,31 @@ class ImageFolderSource:
     path = self.files[i]
     try:
       with Image.open(path) as image:
-        array = np.asarray(image.convert(self.mode))
+        if image.mode in SIXTEEN_BIT_MODES:
+          array = sixteen_to_eight_bits(np.asarray(image), self.mode)
+        elif image.mode == 'F':
+          raise DataError(f'image {path!r} holds floating-point pixels (mode F); convert it to '
+                          f'8- or 16-bit integers')
+        else:
+          array = np.asarray(image.convert(self.mode))
     except OSError as e:
       raise DataError(f'cannot decode image {path!r}: {e}') from None
     return (array[..., None] if array.ndim == 2 else array), self.labels[i]
+
+
+# 16-bit grayscale (PNG, TIFF): Pillow's `convert` clips them to 0..255, so they are scaled here.
+SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
+
+
+def sixteen_to_eight_bits(pixels: np.ndarray, mode: str) -> np.ndarray:
+  """A 16-bit grayscale image (0..65535) as 8 bits (0..255: divided by 257 and rounded, so that
+  65535 is 255), with three equal channels for `mode` 'RGB'."""
+  pixels = np.asarray(pixels, np.int64)
+  if pixels.min() < 0 or pixels.max() > 65535:
+    raise DataError(f'a 32-bit image with values {pixels.min()}..{pixels.max()}: only 8- and '
+                    f'16-bit images are read')
+  gray = np.rint(pixels / 257.0).astype(np.uint8)
+  return np.stack([gray] * 3, axis=-1) if mode == 'RGB' else gray
 
 
 class TfdsSource:
@@ -206,7 +227,8 @@ def load_sources(config) -> tuple[DatasetInfo, object, object]:
 
   Fields: `source` ('packaged' | 'image_folder' | 'tfds'), `name`, `data_dir`.
   """
-  source, name, data_dir = config.source, config.name, config.get('data_dir', '') or ''
+  source, name = config.source, config.name
+  data_dir = os.path.expanduser(config.get('data_dir', '') or '')  # a `~` the shell left
   if source not in SOURCES:
     raise DataError(f'data.source {source!r}; accepted: {", ".join(SOURCES)}')
   if source == 'packaged':
@@ -225,13 +247,17 @@ def load_sources(config) -> tuple[DatasetInfo, object, object]:
     test_dir = os.path.join(data_dir, 'test')
     test = ImageFolderSource(test_dir, train.classes) if os.path.isdir(test_dir) else None
     sample = train[0][0]
-    if name == 'digits':  # the packaged default's name: name the folder instead
+    named_by_folder = name == 'digits'  # the packaged default's name: name the folder instead
+    if named_by_folder:
       name = os.path.basename(os.path.normpath(data_dir))
-    if name in KNOWN:
+    # A folder that only shares a known set's name (3 classes in `cifar10/`) has its own classes.
+    own_classes = named_by_folder and name in KNOWN and len(train.classes) != KNOWN[name][0]
+    if name in KNOWN and not own_classes:
       num_classes, shape, mean, std = KNOWN[name]
       if len(train.classes) != num_classes:
-        raise DataError(f'{data_dir!r} has {len(train.classes)} classes; {name} has '
-                        f'{num_classes}')
+        raise DataError(f'{data_dir!r} has {len(train.classes)} class folders, but data.name '
+                        f'{name!r} has {num_classes} classes; set data.name to another name '
+                        f'(e.g. the folder\'s) to search the folder\'s own classes')
       shape = shape if name == 'imagenet2012' else sample.shape
     else:
       mean, std = _channel_stats(train)

@@ -103,13 +103,16 @@ def train_step(spec: TrainSpec, state: TrainState, batch: dict) -> tuple[TrainSt
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
     return total, (updates['batch_stats'], loss, accuracy)
 
-  grads, (batch_stats, loss, accuracy) = jax.grad(loss_fn, has_aux=True)(state.params)
+  (total, (batch_stats, loss, accuracy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
   grads = optim.clip_by_global_norm(grads, spec.grad_clip)
   updates, opt_state = spec.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)
-  return new_state, {'train_loss': loss, 'train_acc': accuracy,
+  # `train_loss` is the main head's; DARTS's train.py logs the objective with the auxiliary
+  # head's share, `train_loss_with_aux` (equal without the head).
+  return new_state, {'train_loss': loss, 'train_loss_with_aux': total, 'train_acc': accuracy,
                      'learning_rate': spec.learning_rate(state.step)}
 
 
@@ -133,6 +136,14 @@ def build(config, info: data.DatasetInfo, genotype: search_space.Genotype,
     raise ValueError(f'train.network {cfg.network!r}; accepted: {", ".join(NETWORKS)}')
   network = (eval_network.NetworkCIFAR if cfg.network == 'cifar'
              else eval_network.NetworkImageNet)
+  if cfg.network == 'cifar':  # its reductions' FactorizedReduce needs even sides at each
+    side = 2 ** len({cfg.layers // 3, 2 * cfg.layers // 3})
+    height, width = info.image_shape[:2]
+    if height % side or width % side:
+      raise data.DataError(f'images of {height}x{width}: the CIFAR network halves their sides '
+                           f'at each of its {side.bit_length() - 1} reductions, which needs '
+                           f'sides divisible by {side}; resize the images or change '
+                           f'train.layers')
   model = network(genotype, cfg.channels, info.num_classes, cfg.layers, bool(cfg.auxiliary),
                   bn_groups=bn_groups, impl=cfg.impl)
   schedule = learning_rate_schedule(cfg, steps_per_epoch)
@@ -193,9 +204,14 @@ def evaluate(eval_fn, state, test: data.BatchStream, mesh) -> dict[str, float]:
 def train_and_evaluate(config, genotype: search_space.Genotype, workdir: str) -> dict:
   """Trains (or resumes training) `genotype`'s network; returns the summary."""
   started = time.time()
-  cfg = config.train
   harness.check_workdir(workdir)
   builders.check_config(config, 'train')
+  with harness.one_run(workdir, 'lease-train', jax.process_index() == 0):
+    return _train(config, genotype, workdir, started)
+
+
+def _train(config, genotype: search_space.Genotype, workdir: str, started: float) -> dict:
+  cfg = config.train
   mesh = parallel.make_mesh(config)
   info, train_source, test_source = data.load_sources(config.data)
   train, test = train_streams(config, info, train_source, test_source)

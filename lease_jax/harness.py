@@ -2,7 +2,8 @@
 
 What makes a run resumable and its outputs honest lives here once:
 
-  * the workdir check before anything is loaded (`check_workdir`);
+  * the workdir check before anything is loaded (`check_workdir`), and one run per workdir
+    (`one_run`: a lock taken before anything is written);
   * `RunRecord`: the checkpointer (with its different-config guard), the history cut back to the
     restored step on resume, the running means of the logging window and of the epoch (restored
     from the checkpoint, so a resumed run's epoch means are exact), and the order of an epoch's
@@ -14,7 +15,11 @@ What makes a run resumable and its outputs honest lives here once:
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
 import os
+import sys
 from typing import Any, Callable, Mapping
 
 from lease_jax import checkpoint, errors, writers
@@ -32,6 +37,46 @@ def check_workdir(workdir: str) -> None:
     parent = os.path.dirname(parent)
   if not os.access(parent, os.W_OK | os.X_OK):
     raise errors.EnvironmentFault(f'--workdir {workdir!r}: {parent!r} is not writable')
+
+
+LOCK_FILE = '.lock'
+
+
+@contextlib.contextmanager
+def one_run(workdir: str, prog: str, chief: bool = True):
+  """Holds the workdir for this run: an exclusive `flock` on `workdir/.lock`, taken before the
+  run writes anything and released on every exit (the kernel releases it when the process
+  dies). A second process is refused with one line naming the running one (`UserError`) and
+  touches nothing; a lock left by a dead process (its record still in the file) is taken over,
+  said in one line. Only the chief process of a multi-host run takes it (the others share the
+  workdir with it)."""
+  if not chief:
+    yield
+    return
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 500, 0).decode(errors='replace').strip() or 'another process'
+      raise errors.UserError(f'workdir {workdir!r} is in use by {holder}; wait for it to end, '
+                             f'or use another --workdir') from None
+    previous = os.pread(fd, 500, 0).decode(errors='replace').strip()
+    if previous:
+      print(f'{prog}: {workdir}: took over the lock left by {previous}, which is no longer '
+            f'running', file=sys.stderr)
+    started = datetime.datetime.now().strftime('%Y-%m-%d %H:%M:%S')
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f'process {os.getpid()} ({prog}, started {started})'.encode(), 0)
+    try:
+      yield
+    finally:
+      os.ftruncate(fd, 0)  # a clean end leaves no record to take over
+      fcntl.flock(fd, fcntl.LOCK_UN)
+  finally:
+    os.close(fd)
 
 
 class RunRecord:
@@ -58,6 +103,14 @@ class RunRecord:
     state, resumed = self.ckpt.restore_or(init_state)
     start = int(state.step)
     self.history = [e for e in checkpoint.read_jsonl(self.history_path) if e['step'] <= start]
+    # A history whose last entry was lost (a line cut by a crash, dropped by `read_jsonl`) gets
+    # it back from the checkpoint, which carries the last entry it had been written after.
+    last = self.ckpt.extra.get('last_entry')
+    if last and last['step'] <= start and (not self.history or
+                                           self.history[-1]['step'] < last['step']):
+      self.history.append(last)
+      if self.is_chief:
+        checkpoint.write_jsonl(self.history_path, self.history)
     self.elapsed_before = self.history[-1]['elapsed_s'] if self.history else 0.0
     self.window = writers.Averager.from_json(self.ckpt.extra.get('window'))
     self.epoch = writers.Averager.from_json(self.ckpt.extra.get('epoch'))
@@ -69,8 +122,12 @@ class RunRecord:
     self.epoch.add(metrics)
 
   def sums(self) -> dict:
-    """The running means' state, saved with every checkpoint."""
-    return {'window': self.window.to_json(), 'epoch': self.epoch.to_json()}
+    """What every checkpoint carries besides the state: the running means, and the history's
+    last entry (so that a history that loses its last line can be mended on resume)."""
+    sums = {'window': self.window.to_json(), 'epoch': self.epoch.to_json()}
+    if self.history:
+      sums['last_entry'] = self.history[-1]
+    return sums
 
   def save(self, step: int, state: Any, hint: str) -> None:
     """A checkpoint of `state` at `step` (never of a non-finite state)."""

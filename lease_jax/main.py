@@ -28,10 +28,11 @@ def _main(argv):
   cli_utils.setup_jax(FLAGS.config)
   from lease_jax import search
   with cli_utils.one_line_errors('lease-search'):
-    summary = search.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    workdir = cli_utils.path_flag(FLAGS.workdir)
+    summary = search.train_and_evaluate(FLAGS.config, workdir)
   print(f"search {'finished' if summary['finished'] else 'stopped'} at step "
         f"{summary['step']}/{summary['total_steps']} in {summary['search_time_s']:.0f} s")
-  print(f'genotype: {FLAGS.workdir}/genotype.json  summary: {FLAGS.workdir}/summary.json')
+  print(f'genotype: {workdir}/genotype.json  summary: {workdir}/summary.json')
 
 
 def main():

@@ -2,8 +2,14 @@
 
 - Weights (explainer E, audience W): PyTorch `SGD(lr, momentum, weight_decay)`, i.e. L2 added to
   the gradient, then heavy-ball momentum; the learning rate follows `CosineAnnealingLR(epochs,
-  eta_min)` stepped once per epoch (DARTS calls `scheduler.step()` at each epoch's start), so it is
-  constant within an epoch. Gradient-norm clipping is applied by the real step only (the virtual
+  eta_min)` stepped once per epoch, so it is constant within an epoch, and epoch e (0-based)
+  trains at the rate of e: the first epoch at the base rate, the last one step above the
+  minimum. That is the order DARTS's searches and evaluations ran in: they call
+  `scheduler.step()` at each epoch's start, which under the PyTorch they used (0.3) moved the
+  scheduler from -1 to e. Run under PyTorch >= 1.1, whose constructor already takes that step,
+  the same code trains epoch e at the rate of e + 1 and its last epoch at the minimum (0 for the
+  evaluation): a shift of one epoch that this code does not follow (README, "Running
+  experiments"). Gradient-norm clipping is applied by the real step only (the virtual
   step of the hypergradient uses the raw gradient, as DARTS's `_compute_unrolled_model` does), so
   it is not part of the transform.
 - Architecture A: PyTorch `Adam(lr, betas, weight_decay)`: L2 added to the gradient, then Adam.

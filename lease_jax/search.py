@@ -37,11 +37,17 @@ from lease_jax import visualize, writers
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Runs or resumes the search `config` describes in `workdir`; returns the summary."""
+  """Runs or resumes the search `config` describes in `workdir`; returns the summary. One run
+  per workdir: a second process is refused (`harness.one_run`)."""
   started = time.time()
   harness.check_workdir(workdir)
   builders.check_config(config, 'search')
   table = spaces.benchmark_table(config)  # a bad table is refused before anything is compiled
+  with harness.one_run(workdir, 'lease-search', jax.process_index() == 0):
+    return _search(config, workdir, table, started)
+
+
+def _search(config, workdir: str, table, started: float) -> dict:
   mesh = parallel.make_mesh(config)
   info, train_source, _ = data.load_sources(config.data)
   train, val = builders.search_streams(config, info, train_source)
@@ -133,6 +139,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
                    'alphas': {k: np.asarray(alphas[k]).tolist() for k in space.arch_names},
                    'metrics': record.epoch.read()}
           benchmark = spaces.look_up(table, genotype)
+          missing = spaces.missing_note(genotype, benchmark)
+          if missing and is_chief:  # said once per epoch, not a silent {}
+            progress.write(f'epoch {epoch}: {missing}')
+            writer.write_text_line(f'epoch {epoch}: {missing}')
           if benchmark is not None:
             entry['benchmark'] = benchmark
             writer.write_scalars(step + 1, {f'benchmark/{k}': v for k, v in benchmark.items()})
@@ -198,6 +208,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   }
   if table is not None:
     summary['benchmark'] = spaces.look_up(table, genotype)
+    note = spaces.missing_note(genotype, summary['benchmark'])
+    if note:
+      summary['benchmark_missing'] = note
   if is_chief:
     space.save(workdir, state.alphas, genotype)
     space.draw(state.alphas, genotype, plots, '', 'final')

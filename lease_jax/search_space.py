@@ -323,14 +323,29 @@ def _read_json(path: str) -> Any:
     raise GenotypeError(f'{path}: not valid JSON ({e})') from None
 
 
+NB201_NOT_EVALUATED = ('lease-train evaluates DARTS-space genotypes; an NB201 cell\'s accuracy is '
+                       'looked up in the benchmark\'s table (config.benchmark.table)')
+
+
 def load_genotype(name_or_path: str) -> Genotype:
   """A registry name (e.g. `DARTS_V2`) or the path of a genotype JSON file."""
   if name_or_path in GENOTYPES:
     return GENOTYPES[name_or_path]
+  if os.path.isdir(name_or_path):
+    inside = os.path.join(name_or_path, 'genotype.json')
+    hint = (f'; the search\'s cell is {inside}' if os.path.exists(inside)
+            else '; give a genotype JSON file (a search workdir holds genotype.json)')
+    raise GenotypeError(f'{name_or_path!r} is a directory{hint}')
   if not os.path.exists(name_or_path):
+    if name_or_path.strip().startswith('|') and '~' in name_or_path:
+      raise GenotypeError(f'{name_or_path!r} is an NB201 arch string; {NB201_NOT_EVALUATED}')
     raise GenotypeError(f'{name_or_path!r} is neither a registered genotype '
                         f'({", ".join(GENOTYPES)}) nor an existing JSON file')
-  return Genotype.from_json_dict(_read_json(name_or_path), source=name_or_path)
+  data = _read_json(name_or_path)
+  if isinstance(data, Mapping) and 'arch' in data and set(data) <= {'space', 'arch'}:
+    raise GenotypeError(f'{name_or_path} holds an NB201 cell ({data.get("arch")}); '
+                        f'{NB201_NOT_EVALUATED}')
+  return Genotype.from_json_dict(data, source=name_or_path)
 
 
 def save_genotype(path: str, genotype: Genotype) -> None:

@@ -35,12 +35,14 @@ def _main(argv):
     if FLAGS.genotype is not None and not FLAGS.genotype.strip():
       raise search_space.GenotypeError('--genotype is empty; give a registry name (lease-genotype '
                                        'list) or a genotype JSON file, or omit the flag')
-    genotype = search_space.load_genotype(FLAGS.genotype or FLAGS.config.train.genotype)
-    summary = evaluate.train_and_evaluate(FLAGS.config, genotype, FLAGS.workdir)
+    genotype = search_space.load_genotype(
+        cli_utils.path_flag(FLAGS.genotype or FLAGS.config.train.genotype))
+    workdir = cli_utils.path_flag(FLAGS.workdir)
+    summary = evaluate.train_and_evaluate(FLAGS.config, genotype, workdir)
   print(f"training {'finished' if summary['finished'] else 'stopped'} at step "
         f"{summary['step']}/{summary['total_steps']}: test error {summary['test_error']:.4f}, "
         f"{summary['params_no_aux'] / 1e6:.3f} M parameters "
-        f"({summary['params'] / 1e6:.3f} M with the auxiliary head); {FLAGS.workdir}/summary.json")
+        f"({summary['params'] / 1e6:.3f} M with the auxiliary head); {workdir}/summary.json")
 
 
 def main():

@@ -32,6 +32,9 @@ def snapshot(directory) -> dict:
   for root, _, files in os.walk(directory):
     for name in files:
       path = os.path.join(root, name)
+      if os.path.islink(path) and not os.path.exists(path):  # a dangling link: its target
+        out[os.path.relpath(path, directory)] = ('link', os.readlink(path))
+        continue
       with open(path, 'rb') as f:
         out[os.path.relpath(path, directory)] = f.read()
   return out

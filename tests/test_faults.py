@@ -184,3 +184,194 @@ def test_lease_compare_grads_bad_input_is_one_line(tmp_path, cli_env, override, 
                    f'--workdir={tmp_path / "cmp"}', override, env=cli_env, check=False)
   _assert_one_line(result, 2, expected)
   assert not (tmp_path / 'cmp').exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Round three (issue 27): one run per workdir, outputs never overwritten by another config,
+# finite config numbers, stray arguments, `~`, image sizes and depths, resumable after a cut
+# history, and clearer lines.
+
+
+def _folder(root, classes, side, count=4):
+  """`root/{train,test}/<class>/*.png`: `count` side x side images per class."""
+  from PIL import Image
+  for split in ('train', 'test'):
+    for label, name in enumerate(classes):
+      (root / split / name).mkdir(parents=True)
+      for i in range(count):
+        pixels = np.full((side, side, 3), 40 * label + i, np.uint8)
+        Image.fromarray(pixels).save(root / split / name / f'{i:02d}.png')
+  return root
+
+
+def _without(workdir, *names):
+  for name in names:
+    path = workdir / name
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+@pytest.mark.parametrize('removed, expected', [
+    (('checkpoints',), 'holds the outputs of a different config: search.gamma'),
+    (('checkpoints', 'config.json'), 'no readable config.json'),
+])
+def test_finished_outputs_are_never_overwritten_by_another_config(finished, tmp_path, cli_env,
+                                                                 removed, expected):
+  workdir = tmp_path / 'run'
+  shutil.copytree(finished, workdir)
+  _without(workdir, *removed)
+  before = snapshot(workdir)
+  result = run_cli('main', f'--config={TINY}', f'--workdir={workdir}',
+                   '--config.search.gamma=0.5', env=cli_env, check=False)
+  _assert_one_line(result, 2, expected)
+  assert snapshot(workdir) == before
+
+
+def test_a_second_process_on_a_workdir_in_use_is_refused(finished, tmp_path, cli_env):
+  from lease_jax import errors, harness
+  workdir = tmp_path / 'run'
+  shutil.copytree(finished, workdir)
+  with harness.one_run(str(workdir), 'a test'):  # held by this (running) process
+    before = snapshot(workdir)
+    result = run_cli('main', f'--config={TINY}', f'--workdir={workdir}', env=cli_env,
+                     check=False)
+    _assert_one_line(result, 2, f'is in use by process {os.getpid()} (a test')
+    assert snapshot(workdir) == before
+    with pytest.raises(errors.UserError, match='in use by'):  # within one process as well
+      with harness.one_run(str(workdir), 'another'):
+        pass
+  assert (workdir / '.lock').read_text() == ''  # released, with no record left
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, capsys):
+  from lease_jax import harness
+  (tmp_path / '.lock').write_text('process 99999999 (lease-search, started 2026-01-01)')
+  with harness.one_run(str(tmp_path), 'lease-search'):
+    assert f'process {os.getpid()}' in (tmp_path / '.lock').read_text()
+  err = capsys.readouterr().err
+  assert 'took over the lock left by process 99999999' in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize('override, field', [('--config.search.gamma=nan', 'search.gamma'),
+                                             ('--config.explanation.epsilon_pixels=inf',
+                                              'explanation.epsilon_pixels'),
+                                             ('--config.data.max_examples=1',
+                                              'data.max_examples = 1')])
+def test_a_non_finite_or_impossible_number_is_refused_naming_the_field(tmp_path, cli_env,
+                                                                      override, field):
+  result = run_cli('main', f'--config={TINY}', f'--workdir={tmp_path / "run"}', override,
+                   env=cli_env, check=False)
+  _assert_one_line(result, 2, field)
+  assert not (tmp_path / 'run').exists()
+
+
+def test_a_stray_argument_is_refused(tmp_path, cli_env):
+  result = run_cli('main', f'--config={TINY}', str(tmp_path / 'mywork'), env=cli_env,
+                   check=False)
+  _assert_one_line(result, 2, f"unexpected argument '{tmp_path / 'mywork'}'",
+                   f'did you mean --workdir={tmp_path / "mywork"}?')
+  assert not (tmp_path / 'mywork').exists()
+
+
+def test_a_tilde_in_a_path_flag_is_the_home_directory(tmp_path, cli_env, monkeypatch):
+  home = tmp_path / 'home'
+  home.mkdir()
+  result = run_cli('main', f'--config={TINY}', '--workdir=~/run', '--config.search.max_steps=0',
+                   env=dict(cli_env, HOME=str(home)), check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert (home / 'run' / 'config.json').exists() and not os.path.exists('~')
+  from lease_jax import cli_utils, data, spaces
+  monkeypatch.setenv('HOME', str(home))
+  assert cli_utils.path_flag('~/g.json') == str(home / 'g.json')
+  (home / 't.csv').write_text('arch,acc\n|none~0|+|none~0|none~1|+|none~0|none~1|none~2|,1\n')
+  assert len(spaces.read_benchmark_table('~/t.csv')) == 1
+  config = type('C', (), {'source': 'image_folder', 'name': 'digits',
+                          'get': lambda self, k, d=None: '~/nothing'})()
+  with pytest.raises(data.DataError, match=str(home / 'nothing')):
+    data.load_sources(config)
+
+
+@pytest.mark.parametrize('side', [9, 1])
+def test_images_the_supernet_cannot_halve_are_refused_before_compiling(tmp_path, cli_env, side):
+  root = _folder(tmp_path / 'data', ('a', 'b'), side, count=8)
+  result = run_cli('main', f'--config={TINY}', f'--workdir={tmp_path / "run"}',
+                   '--config.data.source=image_folder', f'--config.data.data_dir={root}',
+                   '--config.data.max_examples=-1', env=cli_env, check=False)
+  _assert_one_line(result, 2, f'images of {side}x{side}', 'sides divisible by 2')
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+  from PIL import Image
+
+  from lease_jax import data
+  for label in ('a', 'b'):
+    (tmp_path / 'train' / label).mkdir(parents=True)
+    pixels = np.array([[0, 257, 30000, 65535]], np.uint16)
+    Image.fromarray(pixels).save(tmp_path / 'train' / label / 'x.png')
+  image, _ = data.ImageFolderSource(str(tmp_path / 'train'))[0]
+  assert image.dtype == np.uint8 and image.shape == (1, 4, 3)
+  assert image[0, :, 0].tolist() == [0, 1, 117, 255]  # ÷257, rounded: 65535 is 255
+
+
+def test_a_history_cut_mid_line_is_mended_from_the_checkpoint(finished, tmp_path, cli_env):
+  workdir = tmp_path / 'run'
+  shutil.copytree(finished, workdir)
+  text = (workdir / 'history.jsonl').read_text()
+  (workdir / 'history.jsonl').write_text(text[:len(text) - 40])  # the last line lost its end
+  result = run_cli('main', f'--config={TINY}', f'--workdir={workdir}', env=cli_env)
+  assert 'its last line was cut' in result.stderr
+  assert _history_without_clock(workdir) == _history_without_clock(finished)
+  summary = json.loads((workdir / 'summary.json').read_text())
+  finished_summary = json.loads((finished / 'summary.json').read_text())
+  assert summary['final_metrics'] == finished_summary['final_metrics']
+
+
+def test_a_dangling_checkpoints_link_is_one_line(finished, tmp_path, cli_env):
+  workdir = tmp_path / 'run'
+  shutil.copytree(finished, workdir)
+  shutil.rmtree(workdir / 'checkpoints')
+  (workdir / 'checkpoints').symlink_to(tmp_path / 'unmounted' / 'disk')
+  before = snapshot(workdir)
+  result = run_cli('main', f'--config={TINY}', f'--workdir={workdir}', env=cli_env,
+                   check=False)
+  _assert_one_line(result, 1, 'is a symbolic link to', 'does not exist (an unmounted disk?)')
+  assert snapshot(workdir) == before and os.path.islink(workdir / 'checkpoints')
+
+
+@pytest.mark.parametrize('genotype, expected', [
+    ('|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|', 'is an NB201 arch string'),
+    ('nb201.json', 'holds an NB201 cell'),
+    ('workdir', 'is a directory; the search\'s cell is'),
+])
+def test_lease_train_says_what_a_wrong_genotype_is(tmp_path, cli_env, genotype, expected):
+  (tmp_path / 'nb201.json').write_text(json.dumps(
+      {'space': 'nb201', 'arch': '|none~0|+|none~0|none~1|+|none~0|none~1|none~2|'}))
+  (tmp_path / 'workdir').mkdir()
+  (tmp_path / 'workdir' / 'genotype.json').write_text('{}')
+  value = str(tmp_path / genotype) if not genotype.startswith('|') else genotype
+  result = run_cli('train_main', f'--config={TINY}', f'--genotype={value}',
+                   f'--workdir={tmp_path / "t"}', env=cli_env, check=False)
+  _assert_one_line(result, 2, expected)
+  assert not (tmp_path / 't').exists()
+
+
+def test_a_folder_named_like_a_known_dataset_keeps_its_own_classes(tmp_path):
+  from lease_jax import data
+  root = _folder(tmp_path / 'cifar10', ('a', 'b', 'c'), 8, count=2)
+  config = lambda name: type('C', (), {'source': 'image_folder', 'name': name,
+                                       'get': lambda self, k, d=None: str(root)})()
+  info, _, _ = data.load_sources(config('digits'))  # the name came from the folder
+  assert info.num_classes == 3
+  with pytest.raises(data.DataError, match="data.name 'cifar10' has 10 classes; set data.name"):
+    data.load_sources(config('cifar10'))  # asked for by name
+
+
+def test_benchmark_tables_from_spreadsheets(tmp_path):
+  from lease_jax import search_space, spaces
+  arch = '|none~0|+|none~0|none~1|+|none~0|none~1|none~2|'
+  excel = tmp_path / 'excel.csv'
+  excel.write_bytes(f'\ufeffarch,test_acc,\r\n{arch},54.3,\r\n'.encode('utf-8'))
+  assert spaces.read_benchmark_table(str(excel)) == {arch: {'test_acc': 54.3}}
+  other = search_space.Nb201Arch.from_string(arch.replace('none~0|+', 'skip_connect~0|+', 1))
+  found = spaces.look_up(spaces.read_benchmark_table(str(excel)), other)
+  assert found == {} and 'has no row for the cell' in spaces.missing_note(other, found)
+  assert spaces.missing_note(other, None) is None

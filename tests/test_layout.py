@@ -94,7 +94,7 @@ def test_every_registered_space_implements_the_protocol():
                        if isinstance(v, type) and issubclass(v, spaces.Space) and
                        v is not spaces.Space)
     for method in ('init_arch', 'derive', 'describe', 'chosen', 'edge_weights', 'draw_cell',
-                   'summary'):
+                   'smallest_side', 'summary'):
       assert callable(getattr(space_class, method)), (name, method)
 
 

@@ -162,6 +162,9 @@ def test_train_end_to_end(tmp_path, env):
   assert summary['params'] == summary['params_no_aux'] == eval_network.count_params(
       shapes['params'])
   assert (workdir / 'history.jsonl').exists() and os.listdir(workdir / 'checkpoints')
+  # tiny has no auxiliary head: the objective with the head's share is the main loss
+  last = json.loads((workdir / 'history.jsonl').read_text().splitlines()[-1])['train']
+  assert last['train_loss_with_aux'] == pytest.approx(last['train_loss'])
 
 
 @pytest.mark.parametrize('args, expected', [

@@ -35,6 +35,8 @@ and its `Space` (a subclass of the dataclass below) implements
   describe(cell) -> str              one line for the progress output;
   chosen(cell)                       (row, column) of the cell's choices, per α, for the heat maps;
   edge_weights(A)                    per α its edges' normalised β (None without β);
+  smallest_side()                    the side images must be a multiple of (each reduction
+                                     halves them and needs them even there);
   draw_cell(cell, A, plots, prefix)  the cell drawing(s) under `plots/`;
   summary(cell, num_classes)         what `summary.json` says of the cell beyond its JSON form.
 
@@ -115,6 +117,18 @@ class Space:
     """Per α, its edges' normalised β (None: the base has no β)."""
     return None
 
+  def check_image_shape(self, shape: tuple[int, ...]) -> None:
+    """Refuses, before anything is compiled, images whose sides the supernet's reductions cannot
+    halve (a `DataError` naming the size and the accepted sides)."""
+    side = self.smallest_side()
+    height, width = shape[:2]
+    if height % side or width % side:
+      raise errors.DataError(
+          f'images of {height}x{width}: the {self.name} supernet halves their sides at each of '
+          f'its {side.bit_length() - 1} reductions, which needs sides divisible by {side} '
+          f'(e.g. {side}x{side}, {4 * side}x{4 * side}); resize the images or change '
+          f'explainer.layers')
+
 
 def space_module(name: str):
   """The module of a registered space; a `SpaceError` names the accepted ones."""
@@ -162,17 +176,21 @@ def read_benchmark_table(path: str) -> dict[str, dict[str, float]]:
   Every problem is a `SpaceError` naming the file, the row and what is accepted: a missing file,
   no `arch` column, no numeric column, a malformed or repeated arch string, a non-numeric value.
   """
+  path = os.path.expanduser(path)  # a `~` the shell did not expand (a quoted flag)
   if not os.path.isfile(path):
     raise SpaceError(f'benchmark.table {path!r}: no such file')
   try:
-    with open(path, newline='') as f:
+    # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name; CRLF
+    # line ends are the csv module's own.
+    with open(path, newline='', encoding='utf-8-sig') as f:
       rows = list(csv.DictReader(f))
   except (OSError, UnicodeDecodeError, csv.Error) as e:
     raise SpaceError(f'benchmark.table {path!r}: not a readable CSV ({e})') from None
   if not rows or 'arch' not in rows[0]:
     raise SpaceError(f'benchmark.table {path!r}: needs a header with a column "arch" (NB201 '
                      f'arch strings) and at least one data row')
-  columns = [c for c in rows[0] if c != 'arch' and c is not None]
+  # An empty header cell (a spreadsheet's trailing comma) names no column.
+  columns = [c for c in rows[0] if c != 'arch' and c is not None and c.strip()]
   if not columns:
     raise SpaceError(f'benchmark.table {path!r}: no value column beside "arch"')
   table = {}
@@ -215,3 +233,10 @@ def look_up(table: Mapping[str, Mapping[str, float]] | None, arch) -> dict[str, 
   if table is None:
     return None
   return dict(table.get(arch.to_string(), {}))
+
+
+def missing_note(arch, benchmark: Mapping[str, float] | None) -> str | None:
+  """What to say when a table lacks the cell (None when it has it, or without a table)."""
+  if benchmark is None or benchmark:
+    return None
+  return f'benchmark.table has no row for the cell {arch.to_string()}'

@@ -71,6 +71,11 @@ class DartsSpace(spaces.Space):
     visualize.draw_genotype(cell, plots, prefix, ('png',) if prefix else ('png', 'svg', 'dot'),
                             edge_weights=kept)
 
+  def smallest_side(self) -> int:
+    """2^r for the r distinct reduction cells (FactorizedReduce needs even sides)."""
+    from lease_jax.models import explainer as explainer_lib
+    return 2 ** len(set(explainer_lib.reduction_layers(self.model.layers)))
+
   def summary(self, cell: search_space.Genotype, num_classes: int) -> dict[str, Any]:
     from lease_jax.models import eval_network
     total, no_aux = eval_network.count_genotype_params(cell, 'cifar', 36, 20, num_classes)

@@ -57,6 +57,10 @@ class Nb201Space(spaces.Space):
     visualize.draw_nb201_cell(cell, os.path.join(plots, f'{prefix}cell.png'),
                               edge_weights=None if weights is None else weights['alphas'])
 
+  def smallest_side(self) -> int:
+    """4: two stride-2 ResNet blocks, whose 2x2 average-pool shortcut needs even sides."""
+    return 4
+
   def summary(self, cell: search_space.Nb201Arch, num_classes: int) -> dict[str, Any]:
     del num_classes
     return {'arch': cell.to_string()}
