@@ -119,6 +119,10 @@ def check_config(config, job: str | None = None) -> None:
     for field in ('search.gamma', 'explanation.epsilon_pixels', 'hypergrad.fd_radius',
                   'search.plot_every'):
       _at_least(config, field, 0)
+    for field in ('hypergrad.explainer_steps', 'hypergrad.explanation_steps',
+                  'hypergrad.audience_steps'):
+      if field.split('.')[1] in config.hypergrad:
+        _at_least(config, field, 1)
     for field in ('search.epochs', 'search.batch_size', 'explainer.channels',
                   'explainer.layers', 'audience.width', 'search.keep_checkpoints',
                   'search.checkpoint_every', 'explainer.steps'):
@@ -177,7 +181,10 @@ def build_search(config, info: data.DatasetInfo, steps_per_epoch: int,
                                            ex.weight_decay, search.epochs, steps_per_epoch),
       audience_tx=audience_tx, explanation=explanation, gamma=gamma,
       audience_input=config.explanation.audience_input,
-      fd_radius=float(config.hypergrad.fd_radius))
+      fd_radius=float(config.hypergrad.fd_radius),
+      explainer_steps=int(config.hypergrad.get('explainer_steps', 1)),
+      explanation_steps=int(config.hypergrad.get('explanation_steps', 1)),
+      audience_steps=int(config.hypergrad.get('audience_steps', 1)))
   arch = config.arch
   spec = lease.SearchSpec(
       problem=problem,

@@ -67,7 +67,9 @@ def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
 # Fields added after runs were made, with the value that reproduces those runs: a saved config
 # without the field and a current one at this value are the same experiment (resumable).
 ADDED_FIELDS = {'explainer.base': 'darts', 'explainer.partial_channels': 4,
-                'explainer.edge_normalization': True, 'search.warmup_epochs': 0}
+                'explainer.edge_normalization': True, 'search.warmup_epochs': 0,
+                'hypergrad.explainer_steps': 1, 'hypergrad.explanation_steps': 1,
+                'hypergrad.audience_steps': 1}
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:

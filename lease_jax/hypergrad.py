@@ -117,6 +117,11 @@ class Problem:
       'product' (`δ' ⊙ x`, the paper), 'saliency' (`clip(|δ'|/ε, 0, 1) ⊙ x`) or
       'normalized_saliency' (`|δ'| / max|δ'| ⊙ x`, the maximum over each example).
     fd_radius: the finite-difference radius numerator (`r = fd_radius / ‖v‖`, DARTS: 0.01).
+    explainer_steps, explanation_steps, audience_steps: how many steps each inner problem is
+      unrolled (Eqs. 6, 7, 8; the paper's and DARTS's 1). The explainer's and the audience's
+      steps repeat their optimizer's update on the same train batch, carrying its state
+      (momentum); the explanation's repeat the ascent step from the last δ, each projected
+      (`clip`), PGD-like. See "K-step unrolls" below.
   """
 
   explainer_apply: Callable[..., Array]
@@ -127,8 +132,14 @@ class Problem:
   gamma: float = 1.0
   audience_input: str = 'product'
   fd_radius: float = 0.01
+  explainer_steps: int = 1
+  explanation_steps: int = 1
+  audience_steps: int = 1
 
   def __post_init__(self):
+    for name in ('explainer_steps', 'explanation_steps', 'audience_steps'):
+      if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+        raise ValueError(f'{name} must be an integer >= 1, got {getattr(self, name)}')
     if self.audience_input not in AUDIENCE_INPUTS:
       raise ValueError(f'audience_input {self.audience_input!r}; accepted: '
                        f'{", ".join(AUDIENCE_INPUTS)}')
@@ -140,6 +151,11 @@ class Problem:
   @property
   def has_audience(self) -> bool:
     return self.gamma > 0
+
+  @property
+  def one_step(self) -> bool:
+    """Every inner problem unrolled one step (the paper's, DARTS's)."""
+    return self.explainer_steps == self.explanation_steps == self.audience_steps == 1
 
 
 class Hypergradient(NamedTuple):
@@ -244,6 +260,27 @@ def explainer_virtual_step(problem: Problem, E, A, opt_state, batch: Batch):
   return _updated(problem.explainer_tx, grads, opt_state, E), grads, loss, logits
 
 
+def _optimizer_unroll(tx: optax.GradientTransformation, loss, params, opt_state, steps: int):
+  """`steps` updates of `params` by `tx` on `loss(params)`, the optimizer's state carried:
+  `p_{k+1} = p_k + U(∇ loss(p_k), s_k)`. A `lax.scan` whose step is rematerialised, so the
+  backward pass keeps one (params, state) per step, not every step's activations."""
+  def step(carry, _):
+    p, s = carry
+    updates, s = tx.update(jax.grad(loss)(p), s, p)
+    return (optax.apply_updates(p, updates), s), None
+  (params, _), _ = jax.lax.scan(jax.checkpoint(step), (params, opt_state), None, length=steps)
+  return params
+
+
+def explainer_unroll(problem: Problem, E, A, opt_state, batch: Batch):
+  """Eq. 6 unrolled `problem.explainer_steps` times on the batch: E_K(A)."""
+  if problem.explainer_steps == 1:
+    return explainer_virtual_step(problem, E, A, opt_state, batch)[0]
+  return _optimizer_unroll(problem.explainer_tx,
+                           lambda e: explainer_train_loss(problem, e, A, batch)[0], E, opt_state,
+                           problem.explainer_steps)
+
+
 def explanation_objective(problem: Problem, delta, E, A, images, labels):
   """O_Δ(δ) = Σ_i CE(softmax f(x_i + δ_i; E, A), target_i) (Eq. 7's objective, to maximise)."""
   logits = problem.explainer_apply(E, A, images + delta)
@@ -274,8 +311,12 @@ def explanation_ascent(problem: Problem, E, A, images, labels, delta0):
 
 
 def explain(problem: Problem, E, A, images, labels, delta0):
-  """Eq. 7: `δ' = P(δ0 + ξ_Δ ∇_δ O_Δ(δ0; E, A))`, P the optional projection onto the ε-box."""
-  return _project(problem, explanation_ascent(problem, E, A, images, labels, delta0))
+  """Eq. 7: `δ' = P(δ0 + ξ_Δ ∇_δ O_Δ(δ0; E, A))`, P the optional projection onto the ε-box;
+  with `explanation_steps` J > 1 the step repeats from the last δ, J times (PGD-like)."""
+  delta = delta0
+  for _ in range(problem.explanation_steps):
+    delta = _project(problem, explanation_ascent(problem, E, A, images, labels, delta))
+  return delta
 
 
 def importance(problem: Problem, delta):
@@ -316,13 +357,22 @@ def audience_virtual_step(problem: Problem, W, opt_state, delta, batch: Batch):
   return _updated(problem.audience_tx, grads, opt_state, W), grads, loss, logits
 
 
+def audience_unroll(problem: Problem, W, opt_state, delta, batch: Batch):
+  """Eq. 8 unrolled `problem.audience_steps` times on the batch: W_M(δ')."""
+  if problem.audience_steps == 1:
+    return audience_virtual_step(problem, W, opt_state, delta, batch)[0]
+  return _optimizer_unroll(problem.audience_tx,
+                           lambda w: audience_train_loss(problem, w, delta, batch)[0], W,
+                           opt_state, problem.audience_steps)
+
+
 def unrolled_objective(problem: Problem, A, E, W, explainer_state, audience_state,
                        train: Batch, val: Batch, delta0):
   """Eq. 9's two terms as functions of A through the whole unrolled chain.
 
   Returns ((L_e^val, L_a^val), metrics); O_A = L_e^val + γ L_a^val.
   """
-  E1, _, _, _ = explainer_virtual_step(problem, E, A, explainer_state, train)
+  E1 = explainer_unroll(problem, E, A, explainer_state, train)
   val_logits = problem.explainer_apply(E1, A, val['image'])
   explainer_val = cross_entropy(val_logits, val['label'])
   metrics = {'explainer_val_loss': explainer_val,
@@ -330,7 +380,7 @@ def unrolled_objective(problem: Problem, A, E, W, explainer_state, audience_stat
   if not problem.has_audience:
     return (explainer_val, jnp.zeros_like(explainer_val)), metrics
   delta = explain(problem, E1, A, train['image'], train['label'], delta0)
-  W1, _, _, _ = audience_virtual_step(problem, W, audience_state, delta, train)
+  W1 = audience_unroll(problem, W, audience_state, delta, train)
   audience_logits = problem.audience_apply(W1, val['image'])
   audience_val = cross_entropy(audience_logits, val['label'])
   metrics.update(audience_val_loss=audience_val,
@@ -481,6 +531,192 @@ def _implicit_product(problem, mode, E, A, train, w_E, radius):
   return _central_difference(lambda e: explainer_grads(problem, e, A, train)[3], E, w_E, radius)
 
 
+# ---------------------------------------------------------------------------------------------
+# K-step unrolls: the chain by reverse accumulation through the steps.
+#
+# An optimizer's step `(p', s') = (p + U(g, s, p), S(g, s, p))` with `g = ∇_p L(p, q)` (q: what
+# the loss also depends on: A for the explainer, δ' for the audience) pulls a cotangent
+# (p̄', s̄') back as
+#   (ḡ, s̄, p̄_direct) = vjp of the update in (g, s, p)                  `_step_vjp` (first order)
+#   (p̄, q̄) += (H_pp ḡ, H_qp ḡ) = d/dε (∇_p L, ∇_q L)(p + ε ḡ, q)         `_loss_product`
+# the second line one forward-over-reverse product (hvp) or a central difference of the
+# first-order gradient (finite_difference). The explanation's step `δ_{j+1} = P(δ_j + ξ ∇_δ O)`
+# pulls δ̄_{j+1} back through P to ū, then δ̄_j = ū + ξ H_δδ ū and (Ē, Ā) += ξ (H_Eδ ū, H_Aδ ū),
+# likewise one product in the δ direction. Memory grows with K: every step's (p, s, g) is kept.
+
+
+def _float_leaves(tree):
+  return [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+
+
+def _with_float_leaves(tree, floats):
+  leaves, treedef = jax.tree.flatten(tree)
+  floats = iter(floats)
+  return treedef.unflatten([next(floats) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+                            else x for x in leaves])
+
+
+@precompile.jit(static_argnames=('tx',))
+def _step_vjp(tx, grads, opt_state, params, params_bar, state_bar):
+  """(ḡ, s̄, p̄_direct) of one optimizer step (the cotangent of its state as its float leaves;
+  integer leaves, a step count, carry none)."""
+  def step(g, floats, p):
+    new_p, new_s = apply_update(tx, g, _with_float_leaves(opt_state, floats), p)
+    return new_p, _float_leaves(new_s)
+  _, pullback = jax.vjp(step, grads, _float_leaves(opt_state), params)
+  return pullback((params_bar, state_bar))
+
+
+@precompile.jit
+def _float_zeros(opt_state):
+  return [jnp.zeros_like(x) for x in _float_leaves(opt_state)]
+
+
+def _explainer_full_grads(problem, E, A, train):
+  _, _, grad_e, grad_a = explainer_grads(problem, E, A, train)
+  return grad_e, grad_a
+
+
+@_piece
+def _explainer_product_hvp(problem: Problem, E, A, train, direction):
+  """(H_EE v, H_AE v) of CE(f(x; E, A), t): the jvp in E of (∇_E CE, ∇_A CE)."""
+  return jax.jvp(lambda e: _explainer_full_grads(problem, e, A, train), (E,), (direction,))[1]
+
+
+def _audience_full_grads(problem, W, delta, train):
+  return jax.grad(lambda w, d: audience_train_loss(problem, w, d, train)[0], (0, 1))(W, delta)
+
+
+@_piece
+def _audience_product_full_hvp(problem: Problem, W, delta, train, direction):
+  """(H_WW v, H_δW v) of the audience's train loss: the jvp in W of (∇_W, ∇_δ)."""
+  return jax.jvp(lambda w: _audience_full_grads(problem, w, delta, train), (W,), (direction,))[1]
+
+
+@_piece
+def _audience_full_grads_piece(problem: Problem, W, delta, train):
+  return _audience_full_grads(problem, W, delta, train)
+
+
+def _explanation_all_grads(problem, delta, E, A, train):
+  return jax.grad(explanation_objective, argnums=(1, 2, 3))(problem, delta, E, A, train['image'],
+                                                            train['label'])
+
+
+@_piece
+def _explanation_product_full_hvp(problem: Problem, delta, E, A, train, direction):
+  """(H_δδ u, H_Eδ u, H_Aδ u) of O_Δ: the jvp in δ of (∇_δ, ∇_E, ∇_A) O_Δ."""
+  return jax.jvp(lambda d: _explanation_all_grads(problem, d, E, A, train), (delta,),
+                 (direction,))[1]
+
+
+@_piece
+def _explanation_all_grads_piece(problem: Problem, delta, E, A, train):
+  return _explanation_all_grads(problem, delta, E, A, train)
+
+
+def _product(mode, hvp_fn, grad_fn, base, direction, radius):
+  """d/dε grad_fn(base + ε v): exactly (`hvp_fn`) or by central differences (Eq. 11)."""
+  if mode == 'hvp':
+    return hvp_fn(direction)
+  return _central_difference(grad_fn, base, direction, radius)
+
+
+def _unroll_trajectory(tx, grad_fn, params, opt_state, steps):
+  """The forward of an optimizer unroll, kept for the reverse pass: [(p_k, s_k, g_k)], p_K."""
+  trajectory = []
+  for _ in range(steps):
+    grads = grad_fn(params)
+    trajectory.append((params, opt_state, grads))
+    params, opt_state = apply_update(tx, grads, opt_state, params)
+  return trajectory, params
+
+
+def _unroll_reverse(tx, trajectory, params_bar, product):
+  """Pulls p̄_K back through an unroll; returns (p̄_0, q̄): `product(p_k, ḡ)` gives the
+  (H_pp ḡ, H_qp ḡ) pair of step k."""
+  state_bar = _float_zeros(trajectory[-1][1])
+  q_bar = None
+  for params, opt_state, grads in reversed(trajectory):
+    g_bar, state_bar, p_direct = _step_vjp(tx, grads, opt_state, params, params_bar, state_bar)
+    h_p, h_q = product(params, g_bar)
+    params_bar = tree_add(p_direct, h_p)
+    q_bar = h_q if q_bar is None else tree_add(q_bar, h_q)
+  return params_bar, q_bar
+
+
+def explanation_raw(problem: Problem, E, A, images, labels, delta0):
+  """The last unprojected ascent step of a J-step explanation (its J - 1 earlier steps
+  projected): `audience_inputs` projects it. At J = 1, `ascent_step` itself."""
+  delta = delta0
+  for _ in range(problem.explanation_steps - 1):
+    delta, _ = audience_inputs(problem, ascent_step(problem, E, A, images, labels, delta), images)
+  return ascent_step(problem, E, A, images, labels, delta)
+
+
+def _multistep_chain(mode, problem, E, A, W, explainer_state, audience_state, train, val,
+                     delta0, split_terms, radius):
+  """hvp / finite_difference for K-step unrolls (any of the three counts > 1)."""
+  e_grads = lambda e: explainer_grads(problem, e, A, train)[2]
+  trajectory_E, E_K = _unroll_trajectory(problem.explainer_tx, e_grads, E, explainer_state,
+                                         problem.explainer_steps)
+  val_loss, val_logits, v_E, d_A = explainer_grads(problem, E_K, A, val)
+  metrics = {'explainer_val_loss': val_loss,
+             'explainer_val_acc': accuracy(val_logits, val['label'])}
+  explainer_product = lambda e, v: _product(
+      mode, lambda d: _explainer_product_hvp(problem, e, A, train, d),
+      lambda x: _explainer_full_grads_fd(problem, x, A, train), e, v, radius)
+  u_E = u_A = None
+  if problem.has_audience:
+    images, labels = train['image'], train['label']
+    deltas, raws, delta = [], [], delta0
+    for _ in range(problem.explanation_steps):
+      raw = ascent_step(problem, E_K, A, images, labels, delta)
+      deltas.append(delta)
+      raws.append(raw)
+      delta, inputs = audience_inputs(problem, raw, images)
+    w_grads = lambda w: audience_grads(problem, w, inputs, labels)[2]
+    trajectory_W, W_M = _unroll_trajectory(problem.audience_tx, w_grads, W, audience_state,
+                                           problem.audience_steps)
+    a_loss, a_logits, v_W = audience_grads(problem, W_M, val['image'], val['label'])
+    metrics.update(audience_val_loss=a_loss, audience_val_acc=accuracy(a_logits, val['label']),
+                   **_delta_sizes(delta, delta0))
+    audience_product = lambda w, v: _product(
+        mode, lambda d: _audience_product_full_hvp(problem, w, delta, train, d),
+        lambda x: _audience_full_grads_piece(problem, x, delta, train), w, v, radius)
+    _, u_delta = _unroll_reverse(problem.audience_tx, trajectory_W, v_W, audience_product)
+    u_delta = tree_scale(problem.gamma, u_delta)
+    u_E, u_A = tree_zeros_like(E_K), tree_zeros_like(A)
+    step = problem.explanation.step_size
+    for delta_j, raw in zip(reversed(deltas), reversed(raws)):
+      u = _explain_vjp(problem, raw, u_delta)
+      if problem.explanation.sign:  # a detached step: δ_{j+1} = δ_j + constant
+        u_delta = u
+        continue
+      h_delta, h_E, h_A = _product(
+          mode, lambda d: _explanation_product_full_hvp(problem, delta_j, E_K, A, train, d),
+          lambda x: _explanation_all_grads_piece(problem, x, E_K, A, train), delta_j, u, radius)
+      u_delta = tree_add(u, tree_scale(step, h_delta))
+      u_E, u_A = tree_add(u_E, tree_scale(step, h_E)), tree_add(u_A, tree_scale(step, h_A))
+  c_E = v_E if u_E is None else tree_add(v_E, u_E)
+  _, implicit = _unroll_reverse(problem.explainer_tx, trajectory_E, c_E, explainer_product)
+  total = tree_add(d_A, implicit)
+  if u_A is not None:
+    total = tree_add(total, u_A)
+  if not problem.has_audience:
+    return Hypergradient(total, total, tree_zeros_like(total), metrics)
+  if not split_terms:
+    return Hypergradient(total, None, None, metrics)
+  _, implicit_v = _unroll_reverse(problem.explainer_tx, trajectory_E, v_E, explainer_product)
+  explainer_term = tree_add(d_A, implicit_v)
+  return Hypergradient(total, explainer_term, tree_sub(total, explainer_term), metrics)
+
+
+@_piece
+def _explainer_full_grads_fd(problem: Problem, E, A, train):
+  return _explainer_full_grads(problem, E, A, train)
+
+
 @precompile.jit
 def _delta_sizes(delta, delta0):
   return {'delta_abs_mean': jnp.mean(jnp.abs(delta)),
@@ -529,6 +765,9 @@ def hypergradient(mode: str, problem: Problem, *, E, A, W, explainer_state, audi
                           train['image'].dtype)
 
   radius = problem.fd_radius if fd_radius is None else fd_radius
+  if mode != 'exact' and not problem.one_step:
+    return _multistep_chain(mode, problem, E, A, W, explainer_state, audience_state, train, val,
+                            delta0, split_terms, radius)
   if mode == 'exact':
     total, explainer_term, metrics = _exact(problem, A, E, W, explainer_state, audience_state,
                                             train, val, delta0)

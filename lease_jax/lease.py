@@ -129,7 +129,8 @@ def real_steps(spec: SearchSpec, state: SearchState, alpha_grad: PyTree | None,
     _, key = step_keys(state)
     delta0 = hg.explanation_start(key, train['image'].shape, problem.explanation,
                                   train['image'].dtype)
-    delta_raw = hg.ascent_step(problem, explainer, alphas, train['image'], train['label'], delta0)
+    delta_raw = hg.explanation_raw(problem, explainer, alphas, train['image'], train['label'],
+                                   delta0)
     _, inputs = hg.audience_inputs(problem, delta_raw, train['image'])
     w_loss, w_logits, w_grad = hg.audience_grads(problem, audience, inputs, train['label'])
     audience, audience_opt_state = hg.apply_update(
@@ -205,7 +206,7 @@ def explain_batch(spec: SearchSpec, state: SearchState, images: jax.Array, label
   problem = spec.problem
   _, key = step_keys(state)
   delta0 = hg.explanation_start(key, images.shape, problem.explanation, images.dtype)
-  delta_raw = hg.ascent_step(problem, state.explainer, state.alphas, images, labels, delta0)
+  delta_raw = hg.explanation_raw(problem, state.explainer, state.alphas, images, labels, delta0)
   return hg.audience_inputs(problem, delta_raw, images)
 
 

@@ -241,3 +241,80 @@ def test_the_radius_option_reaches_the_finite_difference():
   config.hypergrad.fd_radius = 0.37
   info, _, _ = data.load_sources(config.data)
   assert builders.build_search(config, info, 3).spec.problem.fd_radius == 0.37
+
+
+# ---------------------------------------------------------------------------------------------
+# K-step unrolls (issue 26): each mode against a float64 numerical derivative of a K-step
+# objective written out here by hand (SGD with momentum and weight decay as PyTorch's, the
+# ascent repeated), not through the library's unroll.
+
+MOMENTUM, DECAY = 0.9, 3e-4
+
+
+def _trace(opt_state):
+  """The momentum buffer inside `sgd()`'s optax state."""
+  return optax.tree_utils.tree_get(opt_state, 'trace')
+
+
+def _sgd_steps(loss, params, trace, lr, steps):
+  for _ in range(steps):
+    grad = jax.grad(loss)(params)
+    trace = jax.tree.map(lambda g, p, t: g + DECAY * p + MOMENTUM * t, grad, params, trace)
+    params = jax.tree.map(lambda p, t: p - lr * t, params, trace)
+  return params
+
+
+def k_step_objective(problem, inputs, A, steps):
+  """O_A of the (K, J, M)-step unrolled problem, by hand."""
+  K, J, M = steps
+  train, val = inputs['train'], inputs['val']
+  E = _sgd_steps(lambda e: hg.explainer_train_loss(problem, e, A, train)[0], inputs['E'],
+                 _trace(inputs['explainer_state']), 0.1, K)
+  explainer_val = hg.cross_entropy(explainer_apply(E, A, val['image']), val['label'])
+  delta = inputs['delta0']
+  for _ in range(J):
+    delta = delta + problem.explanation.step_size * jax.grad(hg.explanation_objective, 1)(
+        problem, delta, E, A, train['image'], train['label'])
+    if problem.explanation.clip:  # projected after every step
+      delta = jnp.clip(delta, -problem.explanation.epsilon, problem.explanation.epsilon)
+  W = _sgd_steps(lambda w: hg.audience_train_loss(problem, w, delta, train)[0], inputs['W'],
+                 _trace(inputs['audience_state']), 0.2, M)
+  audience_val = hg.cross_entropy(audience_apply(W, val['image']), val['label'])
+  return explainer_val + problem.gamma * audience_val
+
+
+STEP_SETS = [(1, 1, 1), (2, 1, 1), (3, 1, 1), (1, 2, 1), (1, 3, 1), (1, 1, 2), (1, 1, 3),
+             (2, 3, 2)]
+
+
+@pytest.mark.parametrize('steps, options', [(s, 'paper') for s in STEP_SETS] +
+                         [((2, 2, 2), 'label_target_clip')],
+                         ids=lambda x: 'K%d_J%d_M%d' % x if isinstance(x, tuple) else x)
+def test_every_mode_equals_the_numerical_derivative_of_the_k_step_objective(x64, steps, options):
+  problem = make_problem(explainer_steps=steps[0], explanation_steps=steps[1],
+                         audience_steps=steps[2], fd_radius=1e-5, **OPTION_SETS[options])
+  inputs = make_inputs()
+  numeric = numerical_gradient(jax.jit(lambda a: k_step_objective(problem, inputs, a, steps)),
+                               inputs['A'])
+  assert float(objective(problem, inputs, inputs['A'])) == pytest.approx(
+      float(k_step_objective(problem, inputs, inputs['A'], steps)), rel=1e-12)
+  exact, hvp = run('exact', problem, inputs), run('hvp', problem, inputs)
+  assert rel_err(exact.total, numeric) <= 1e-6
+  assert rel_err(hvp.total, numeric) <= 1e-6
+  assert rel_err(hvp.explainer, exact.explainer) <= 1e-8
+  assert rel_err(hvp.audience, exact.audience) <= 1e-8
+  assert rel_err(run('finite_difference', problem, inputs).total, numeric) <= 1e-6
+
+
+def test_more_steps_change_the_hypergradient(x64):
+  """The unroll is not a no-op: K = 3 moves E, δ and W further, and the hypergradient with it."""
+  inputs = make_inputs()
+  one = run('exact', make_problem(), inputs).total
+  three = run('exact', make_problem(explainer_steps=3, explanation_steps=3, audience_steps=3),
+              inputs).total
+  assert rel_err(three, one) > 1e-2
+
+
+def test_step_counts_below_one_are_refused():
+  with pytest.raises(ValueError, match='explanation_steps must be an integer >= 1'):
+    make_problem(explanation_steps=0)

@@ -111,6 +111,12 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.hypergrad = ml_collections.ConfigDict(dict(
       fd_radius=0.01,           # finite differences: r = fd_radius / ‖v‖ (DARTS)
+      # How many steps each inner problem is unrolled in the hypergradient (the paper: 1):
+      # the explainer's weights (Eq. 6), the explanation's ascent (Eq. 7, PGD-like; the real
+      # step's explanation takes as many), the audience's weights (Eq. 8).
+      explainer_steps=1,
+      explanation_steps=1,
+      audience_steps=1,
   ))
 
   # Architecture evaluation (`lease-train`): a genotype's network trained from scratch with
