@@ -119,8 +119,12 @@ def check_config(config, job: str | None = None) -> None:
     for field in ('search.gamma', 'explanation.epsilon_pixels', 'hypergrad.fd_radius',
                   'search.plot_every'):
       _at_least(config, field, 0)
+    if 'implicit_solver' in config.hypergrad:
+      _choice(config, 'hypergrad.implicit_solver', hypergrad.SOLVERS)
+      _at_least(config, 'hypergrad.implicit_damping', 0)
+      _positive(config, 'hypergrad.implicit_scale')
     for field in ('hypergrad.explainer_steps', 'hypergrad.explanation_steps',
-                  'hypergrad.audience_steps'):
+                  'hypergrad.audience_steps', 'hypergrad.implicit_iterations'):
       if field.split('.')[1] in config.hypergrad:
         _at_least(config, field, 1)
     for field in ('search.epochs', 'search.batch_size', 'explainer.channels',
@@ -184,7 +188,12 @@ def build_search(config, info: data.DatasetInfo, steps_per_epoch: int,
       fd_radius=float(config.hypergrad.fd_radius),
       explainer_steps=int(config.hypergrad.get('explainer_steps', 1)),
       explanation_steps=int(config.hypergrad.get('explanation_steps', 1)),
-      audience_steps=int(config.hypergrad.get('audience_steps', 1)))
+      audience_steps=int(config.hypergrad.get('audience_steps', 1)),
+      implicit=hypergrad.ImplicitOptions(
+          solver=config.hypergrad.get('implicit_solver', 'cg'),
+          iterations=int(config.hypergrad.get('implicit_iterations', 10)),
+          damping=float(config.hypergrad.get('implicit_damping', 1.0)),
+          scale=float(config.hypergrad.get('implicit_scale', 0.025))))
   arch = config.arch
   spec = lease.SearchSpec(
       problem=problem,

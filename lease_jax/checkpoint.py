@@ -69,7 +69,9 @@ def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
 ADDED_FIELDS = {'explainer.base': 'darts', 'explainer.partial_channels': 4,
                 'explainer.edge_normalization': True, 'search.warmup_epochs': 0,
                 'hypergrad.explainer_steps': 1, 'hypergrad.explanation_steps': 1,
-                'hypergrad.audience_steps': 1}
+                'hypergrad.audience_steps': 1, 'hypergrad.implicit_solver': 'cg',
+                'hypergrad.implicit_iterations': 10, 'hypergrad.implicit_damping': 1.0,
+                'hypergrad.implicit_scale': 0.025}
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:

@@ -62,7 +62,8 @@ Array = jax.Array
 PyTree = Any
 Batch = Mapping[str, Array]  # {'image': [B, H, W, C] (or [B, D]), 'label': [B] int}
 
-MODES = ('exact', 'hvp', 'finite_difference', 'first_order')
+MODES = ('exact', 'hvp', 'finite_difference', 'first_order', 'implicit')
+SOLVERS = ('cg', 'neumann')
 TARGETS = ('soft', 'label')
 STARTS = ('random', 'zero')
 AUDIENCE_INPUTS = ('product', 'saliency', 'normalized_saliency')
@@ -102,6 +103,30 @@ class ExplanationOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class ImplicitOptions:
+  """The implicit mode's linear solves `x ≈ (H + λ I)⁻¹ b` (`solve`).
+
+  Attributes:
+    solver: 'cg' (conjugate gradients) or 'neumann' (`α Σ_{i<n} (I - α (H + λ I))^i b`).
+    iterations: n, CG's iterations or the Neumann series' terms (1: `α b`).
+    damping: λ, added to every Hessian (CG needs H + λ I positive definite).
+    scale: α of the Neumann series (converges while α ‖H + λ I‖ < 2; the inner learning rate
+      makes one term the one-step unroll's product).
+  """
+
+  solver: str = 'cg'
+  iterations: int = 10
+  damping: float = 0.0
+  scale: float = 0.025
+
+  def __post_init__(self):
+    if self.solver not in SOLVERS:
+      raise ValueError(f'implicit solver {self.solver!r}; accepted: {", ".join(SOLVERS)}')
+    if not isinstance(self.iterations, int) or self.iterations < 1:
+      raise ValueError(f'implicit iterations must be an integer >= 1, got {self.iterations}')
+
+
+@dataclasses.dataclass(frozen=True)
 class Problem:
   """The static description of one LeaSE problem (hashable: a jit static argument).
 
@@ -135,6 +160,7 @@ class Problem:
   explainer_steps: int = 1
   explanation_steps: int = 1
   audience_steps: int = 1
+  implicit: ImplicitOptions = ImplicitOptions()
 
   def __post_init__(self):
     for name in ('explainer_steps', 'explanation_steps', 'audience_steps'):
@@ -654,33 +680,62 @@ def explanation_raw(problem: Problem, E, A, images, labels, delta0):
   return ascent_step(problem, E, A, images, labels, delta)
 
 
-def _multistep_chain(mode, problem, E, A, W, explainer_state, audience_state, train, val,
-                     delta0, split_terms, radius):
-  """hvp / finite_difference for K-step unrolls (any of the three counts > 1)."""
+@dataclasses.dataclass
+class _Iterates:
+  """The forward of the chain: the inner iterates E_K, δ_J, W_M, what the reverse pass needs
+  of the way there, and the validation gradients at them."""
+
+  E_K: PyTree
+  trajectory_E: list
+  v_E: PyTree
+  d_A: PyTree
+  metrics: dict
+  deltas: list | None = None  # δ_j entering step j
+  raws: list | None = None  # step j's unprojected result
+  delta: Array | None = None  # δ_J, projected
+  W_M: PyTree | None = None
+  trajectory_W: list | None = None
+  v_W: PyTree | None = None
+
+
+def _inner_iterates(problem, E, A, W, explainer_state, audience_state, train, val, delta0):
   e_grads = lambda e: explainer_grads(problem, e, A, train)[2]
   trajectory_E, E_K = _unroll_trajectory(problem.explainer_tx, e_grads, E, explainer_state,
                                          problem.explainer_steps)
   val_loss, val_logits, v_E, d_A = explainer_grads(problem, E_K, A, val)
-  metrics = {'explainer_val_loss': val_loss,
-             'explainer_val_acc': accuracy(val_logits, val['label'])}
+  out = _Iterates(E_K, trajectory_E, v_E, d_A, {
+      'explainer_val_loss': val_loss, 'explainer_val_acc': accuracy(val_logits, val['label'])})
+  if not problem.has_audience:
+    return out
+  images, labels = train['image'], train['label']
+  out.deltas, out.raws, delta = [], [], delta0
+  for _ in range(problem.explanation_steps):
+    raw = ascent_step(problem, E_K, A, images, labels, delta)
+    out.deltas.append(delta)
+    out.raws.append(raw)
+    delta, inputs = audience_inputs(problem, raw, images)
+  out.delta = delta
+  w_grads = lambda w: audience_grads(problem, w, inputs, labels)[2]
+  out.trajectory_W, out.W_M = _unroll_trajectory(problem.audience_tx, w_grads, W,
+                                                 audience_state, problem.audience_steps)
+  a_loss, a_logits, out.v_W = audience_grads(problem, out.W_M, val['image'], val['label'])
+  out.metrics.update(audience_val_loss=a_loss,
+                     audience_val_acc=accuracy(a_logits, val['label']),
+                     **_delta_sizes(delta, delta0))
+  return out
+
+
+def _multistep_chain(mode, problem, E, A, W, explainer_state, audience_state, train, val,
+                     delta0, split_terms, radius):
+  """hvp / finite_difference for K-step unrolls (any of the three counts > 1)."""
+  it = _inner_iterates(problem, E, A, W, explainer_state, audience_state, train, val, delta0)
+  E_K, trajectory_E, v_E, d_A, metrics = it.E_K, it.trajectory_E, it.v_E, it.d_A, it.metrics
   explainer_product = lambda e, v: _product(
       mode, lambda d: _explainer_product_hvp(problem, e, A, train, d),
       lambda x: _explainer_full_grads_fd(problem, x, A, train), e, v, radius)
   u_E = u_A = None
   if problem.has_audience:
-    images, labels = train['image'], train['label']
-    deltas, raws, delta = [], [], delta0
-    for _ in range(problem.explanation_steps):
-      raw = ascent_step(problem, E_K, A, images, labels, delta)
-      deltas.append(delta)
-      raws.append(raw)
-      delta, inputs = audience_inputs(problem, raw, images)
-    w_grads = lambda w: audience_grads(problem, w, inputs, labels)[2]
-    trajectory_W, W_M = _unroll_trajectory(problem.audience_tx, w_grads, W, audience_state,
-                                           problem.audience_steps)
-    a_loss, a_logits, v_W = audience_grads(problem, W_M, val['image'], val['label'])
-    metrics.update(audience_val_loss=a_loss, audience_val_acc=accuracy(a_logits, val['label']),
-                   **_delta_sizes(delta, delta0))
+    delta, deltas, raws, trajectory_W, v_W = it.delta, it.deltas, it.raws, it.trajectory_W, it.v_W
     audience_product = lambda w, v: _product(
         mode, lambda d: _audience_product_full_hvp(problem, w, delta, train, d),
         lambda x: _audience_full_grads_piece(problem, x, delta, train), w, v, radius)
@@ -715,6 +770,97 @@ def _multistep_chain(mode, problem, E, A, W, explainer_state, audience_state, tr
 @_piece
 def _explainer_full_grads_fd(problem: Problem, E, A, train):
   return _explainer_full_grads(problem, E, A, train)
+
+
+# ---------------------------------------------------------------------------------------------
+# Implicit hypergradients: the implicit function theorem at the inner iterates, level by level.
+
+
+@precompile.jit
+def _tree_vdot(a, b):
+  return tree_dot(a, b)
+
+
+@precompile.jit
+def _cg_update(x, r, p, Ap, rs, done):
+  """One conjugate-gradient update, truncated: at a direction of non-positive curvature
+  (H + λ I not positive definite there) or a zero residual the iterate stops where it is
+  (no host sync: `done` is carried)."""
+  curvature = tree_dot(p, Ap)
+  done = done | (curvature <= 0) | (rs <= 0)
+  alpha = jnp.where(done, 0.0, rs / jnp.where(done, 1.0, curvature))
+  x = jax.tree.map(lambda a, b: a + alpha * b, x, p)
+  r = jax.tree.map(lambda a, b: a - alpha * b, r, Ap)
+  rs_new = jnp.where(done, rs, tree_dot(r, r))
+  beta = jnp.where(done, 0.0, rs_new / jnp.where(done, 1.0, rs))
+  p = jax.tree.map(lambda a, b: a + beta * b, r, p)
+  return x, r, p, rs_new, done
+
+
+@precompile.jit
+def _neumann_update(term, total, Ht, scale):
+  term = jax.tree.map(lambda t, h: t - scale * h, term, Ht)
+  return term, tree_add(total, term)
+
+
+def solve(matvec, b, options: ImplicitOptions):
+  """`x ≈ (H + λ I)⁻¹ b` for a symmetric H given by its products `matvec(v) = H v`.
+
+    cg       `iterations` conjugate-gradient steps from x = 0 (exact after dim(b) steps when
+             H + λ I is positive definite; truncated at the first direction of non-positive
+             curvature, where CG would diverge);
+    neumann  `α Σ_{i<n} (I - α (H + λ I))^i b`, n = `iterations` (n = 1: `α b`).
+  """
+  damping = options.damping
+  op = lambda v: tree_add(matvec(v), tree_scale(damping, v)) if damping else matvec(v)
+  if options.solver == 'neumann':
+    term = total = b
+    for _ in range(options.iterations - 1):
+      term, total = _neumann_update(term, total, op(term), options.scale)
+    return tree_scale(options.scale, total)
+  x, r, p = tree_zeros_like(b), b, b
+  rs, done = _tree_vdot(r, r), jnp.asarray(False)
+  for _ in range(options.iterations):
+    x, r, p, rs, done = _cg_update(x, r, p, op(p), rs, done)
+  return x
+
+
+def _implicit(problem: Problem, E, A, W, explainer_state, audience_state, train, val, delta0,
+              split_terms):
+  """∇_A O_A by the implicit function theorem at the inner iterates E_K, δ_J, W_M:
+
+    W*(δ):   ∇_W L_a = 0   ->  δ̄ = -γ H_δW (H_WW + λ)⁻¹ v_W
+    δ*(E,A): ∇_δ O_Δ = 0   ->  (Ē, Ā_δ) = (H_Eδ, H_Aδ) (-H_δδ + λ)⁻¹ δ̄   (a maximiser: -H_δδ)
+    E*(A):   ∇_E L_e = 0   ->  total = d_A - H_AE (H_EE + λ)⁻¹ (v_E + Ē) + Ā_δ
+
+  v_E, d_A, v_W the validation gradients at the iterates; every product an exact
+  Hessian-vector product, every inverse by `solve`. The explanation's projection (`clip`) is
+  not modelled (the unconstrained stationarity), and a detached `sign` step has no path to A.
+  """
+  it = _inner_iterates(problem, E, A, W, explainer_state, audience_state, train, val, delta0)
+  options = problem.implicit
+  products_E = lambda v: _explainer_product_hvp(problem, it.E_K, A, train, v)
+  u_E = u_A = None
+  if problem.has_audience:
+    products_W = lambda v: _audience_product_full_hvp(problem, it.W_M, it.delta, train, v)
+    q = solve(lambda v: products_W(v)[0], it.v_W, options)
+    u_delta = tree_scale(-problem.gamma, products_W(q)[1])
+    if not problem.explanation.sign:
+      products_delta = lambda u: _explanation_product_full_hvp(problem, it.delta, it.E_K, A,
+                                                               train, u)
+      y = solve(lambda u: tree_scale(-1.0, products_delta(u)[0]), u_delta, options)
+      _, u_E, u_A = products_delta(y)
+  c_E = it.v_E if u_E is None else tree_add(it.v_E, u_E)
+  total = tree_sub(it.d_A, products_E(solve(lambda v: products_E(v)[0], c_E, options))[1])
+  if u_A is not None:
+    total = tree_add(total, u_A)
+  if not problem.has_audience:
+    return Hypergradient(total, total, tree_zeros_like(total), it.metrics)
+  if not split_terms:
+    return Hypergradient(total, None, None, it.metrics)
+  explainer_term = tree_sub(it.d_A, products_E(solve(lambda v: products_E(v)[0], it.v_E,
+                                                     options))[1])
+  return Hypergradient(total, explainer_term, tree_sub(total, explainer_term), it.metrics)
 
 
 @precompile.jit
@@ -765,6 +911,9 @@ def hypergradient(mode: str, problem: Problem, *, E, A, W, explainer_state, audi
                           train['image'].dtype)
 
   radius = problem.fd_radius if fd_radius is None else fd_radius
+  if mode == 'implicit':
+    return _implicit(problem, E, A, W, explainer_state, audience_state, train, val, delta0,
+                     split_terms)
   if mode != 'exact' and not problem.one_step:
     return _multistep_chain(mode, problem, E, A, W, explainer_state, audience_state, train, val,
                             delta0, split_terms, radius)

@@ -318,3 +318,122 @@ def test_more_steps_change_the_hypergradient(x64):
 def test_step_counts_below_one_are_refused():
   with pytest.raises(ValueError, match='explanation_steps must be an integer >= 1'):
     make_problem(explanation_steps=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Implicit hypergradients (issue 26). The reference: with damping λ, the implicit hypergradient
+# is exactly the derivative of O_A through the solution maps of the proximal inner problems
+#   E*(A)     = argmin_E  L_tr(E, A)  + λ/2 ‖E - c_E‖²
+#   δ*(E, A)  = argmax_δ  O_Δ(δ; E, A) - λ/2 ‖δ - c_δ‖²
+#   W*(δ)     = argmin_W  L_a(W; δ)   + λ/2 ‖W - c_W‖²
+# with each centre c chosen so that the library's inner iterate (E_K, δ_J, W_M) is the
+# problem's stationary point at the current A. For λ large enough each problem is strongly
+# convex (concave), so Newton's method solves it to machine precision, and central
+# differences of O_A(A) through those solves are the answer in closed form (up to O(h²)).
+
+
+def _ravel(tree):
+  return jax.flatten_util.ravel_pytree(tree)
+
+
+def _newton(objective, start, steps=8):
+  """The stationary point of a strongly convex `objective` of a flat vector, from `start`."""
+  x = start
+  for _ in range(steps):
+    x = x - jnp.linalg.solve(jax.hessian(objective)(x), jax.grad(objective)(x))
+  return x
+
+
+def _proximal_objective(problem, inputs, damping):
+  """O_A(A) through the proximal solution maps above (centred at the library's iterates)."""
+  train, val = inputs['train'], inputs['val']
+  A0 = inputs['A']
+  E_K = hg.explainer_unroll(problem, inputs['E'], A0, inputs['explainer_state'], train)
+  delta_J = hg.explain(problem, E_K, A0, train['image'], train['label'], inputs['delta0'])
+  W_M = hg.audience_unroll(problem, inputs['W'], inputs['audience_state'], delta_J, train)
+  flat_E, unravel_E = _ravel(E_K)
+  flat_W, unravel_W = _ravel(W_M)
+  shape_delta = delta_J.shape
+  l_tr = lambda e, a: hg.explainer_train_loss(problem, unravel_E(e), a, train)[0]
+  o_delta = lambda d, e, a: hg.explanation_objective(problem, d.reshape(shape_delta),
+                                                     unravel_E(e), a, train['image'],
+                                                     train['label'])
+  l_a = lambda w, d: hg.audience_train_loss(problem, unravel_W(w), d.reshape(shape_delta),
+                                            train)[0]
+  # Centres making the iterates stationary at A0.
+  c_E = flat_E + jax.grad(l_tr)(flat_E, A0) / damping
+  c_delta = delta_J.ravel() - jax.grad(o_delta)(delta_J.ravel(), flat_E, A0) / damping
+  c_W = flat_W + jax.grad(l_a)(flat_W, delta_J.ravel()) / damping
+
+  def objective(A):
+    e = _newton(lambda e: l_tr(e, A) + damping / 2 * jnp.sum((e - c_E) ** 2), flat_E)
+    explainer_val = hg.cross_entropy(explainer_apply(unravel_E(e), A, val['image']),
+                                     val['label'])
+    d = _newton(lambda d: -o_delta(d, e, A) + damping / 2 * jnp.sum((d - c_delta) ** 2),
+                delta_J.ravel())
+    w = _newton(lambda w: l_a(w, d) + damping / 2 * jnp.sum((w - c_W) ** 2), flat_W)
+    audience_val = hg.cross_entropy(audience_apply(unravel_W(w), val['image']), val['label'])
+    return explainer_val + problem.gamma * audience_val
+
+  return objective
+
+
+def _implicit_problem(damping, solver='cg', iterations=60, scale=0.025, **kw):
+  return make_problem(implicit=hg.ImplicitOptions(solver, iterations, damping, scale), **kw)
+
+
+def test_solvers_converge_to_the_inverse_on_a_quadratic(x64):
+  rng = np.random.default_rng(0)
+  q = rng.normal(size=(6, 6))
+  matrix = jnp.asarray(q @ q.T + 0.5 * np.eye(6))
+  b = {'x': jnp.asarray(rng.normal(size=6))}
+  exact = np.linalg.solve(np.asarray(matrix) + 0.1 * np.eye(6), np.asarray(b['x']))
+  matvec = lambda v: {'x': matrix @ v['x']}
+  error = lambda options: np.linalg.norm(hg.solve(matvec, b, options)['x'] - exact)
+  cg = [error(hg.ImplicitOptions('cg', n, 0.1)) for n in (1, 3, 6)]
+  assert cg[0] > cg[1] > cg[2] and cg[2] < 1e-10 * np.linalg.norm(exact)
+  scale = 1 / float(np.linalg.eigvalsh(np.asarray(matrix)).max() + 0.1)
+  neumann = [error(hg.ImplicitOptions('neumann', n, 0.1, scale)) for n in (1, 5, 20, 2000)]
+  assert neumann[0] > neumann[1] > neumann[2] > neumann[3]
+  assert neumann[3] < 1e-8 * np.linalg.norm(exact)
+  one_term = hg.solve(matvec, b, hg.ImplicitOptions('neumann', 1, 0.1, scale))['x']
+  np.testing.assert_allclose(one_term, scale * b['x'])  # one term: α b
+
+
+@pytest.mark.parametrize('gamma', [0.0, 1.0], ids=['darts_bilevel', 'lease'])
+def test_implicit_equals_the_derivative_through_the_solution_maps(x64, gamma):
+  damping = 1.0  # the three Hessians' lowest eigenvalues here: -0.29, -0.33 (of -H_δδ), -0.09
+  problem = _implicit_problem(damping, gamma=gamma, iterations=60)
+  inputs = make_inputs()
+  reference = numerical_gradient(jax.jit(_proximal_objective(problem, inputs, damping)),
+                                 inputs['A'], h=1e-5)
+  implicit = run('implicit', problem, inputs)
+  assert rel_err(implicit.total, reference) <= 1e-6
+  if gamma:  # the audience term alone against the reference's (its γ = 1 minus its γ = 0)
+    darts = _implicit_problem(damping, gamma=0.0, iterations=60)
+    reference_darts = numerical_gradient(jax.jit(_proximal_objective(darts, inputs, damping)),
+                                         inputs['A'], h=1e-5)
+    audience = jax.tree.map(jnp.subtract, reference, reference_darts)
+    assert np.linalg.norm(flat(audience)) > 1e-3
+    assert rel_err(implicit.audience, audience) <= 1e-4
+  # Neumann converges to the same as its terms grow (α below 2 / ‖H + λ‖, ‖H + λ‖ <= 1.46).
+  neumann = [rel_err(run('implicit', _implicit_problem(damping, 'neumann', n, 0.5,
+                                                       gamma=gamma), inputs).total, reference)
+             for n in (1, 5, 20, 200)]
+  assert neumann[0] > neumann[1] > neumann[2] > neumann[3] and neumann[3] < 1e-6, neumann
+
+
+def test_one_neumann_term_is_the_one_step_unroll_to_first_order(x64):
+  """With plain SGD (no momentum, no weight decay) of rate ξ, γ = 0: implicit with one
+  Neumann term of scale ξ is `d_A - ξ H_AE(E') v_E`, the one-step unroll `d_A - ξ H_AE(E) v_E`
+  but for where the mixed derivative is taken (E' = E - ξ g): they differ by O(ξ²)."""
+  inputs = make_inputs()
+  differences = []
+  for rate in (1e-2, 1e-3):
+    plain = optax.sgd(rate)
+    kw = dict(gamma=0.0, explainer_tx=plain)
+    state = dict(inputs, explainer_state=plain.init(inputs['E']))
+    unrolled = run('hvp', make_problem(**kw), state).total
+    one_term = run('implicit', _implicit_problem(0.0, 'neumann', 1, rate, **kw), state).total
+    differences.append(np.linalg.norm(flat(one_term) - flat(unrolled)))
+  assert differences[1] < differences[0] / 50  # ~ξ²: a 10x smaller ξ, ~100x closer

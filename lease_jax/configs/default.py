@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # The search loop.
   config.search = ml_collections.ConfigDict(dict(
-      mode='hvp',               # 'exact' | 'hvp' | 'finite_difference' | 'first_order'
+      mode='hvp',               # 'exact' | 'hvp' | 'finite_difference' | 'first_order' | 'implicit'
       gamma=1.0,                # weight of the audience's validation loss; 0 = DARTS
       epochs=8,
       warmup_epochs=0,          # the first epochs train the weights with A frozen (PC-DARTS: 15)
@@ -117,6 +117,12 @@ def get_config() -> ml_collections.ConfigDict:
       explainer_steps=1,
       explanation_steps=1,
       audience_steps=1,
+      # search.mode 'implicit': the implicit function theorem at the inner iterates, every
+      # inverse-Hessian product by 'cg' or 'neumann' (`hypergrad.solve`) on H + damping·I.
+      implicit_solver='cg',
+      implicit_iterations=10,   # CG's iterations, or the Neumann series' terms
+      implicit_damping=1.0,      # λ: the proximal weight; CG needs H + λ I positive definite
+      implicit_scale=0.025,     # Neumann's α (the inner learning rate: one term = one step)
   ))
 
   # Architecture evaluation (`lease-train`): a genotype's network trained from scratch with
