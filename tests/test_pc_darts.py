@@ -141,11 +141,13 @@ def test_exact_equals_hvp_equals_a_numerical_derivative_with_betas():
     for seed in range(3):
       direction = jax.tree.map(lambda a: jax.random.normal(jax.random.PRNGKey(10 + seed),
                                                            a.shape, a.dtype), state.alphas)
-      h = 1e-5
-      moved = lambda s: jax.tree.map(lambda a, d: a + s * h * d, state.alphas, direction)
-      numeric = (float(objective(moved(1))) - float(objective(moved(-1)))) / (2 * h)
+      moved = lambda t: jax.tree.map(lambda a, d: a + t * d, state.alphas, direction)
+      central = lambda h: (float(objective(moved(h))) - float(objective(moved(-h)))) / (2 * h)
+      # Richardson's extrapolation of two central differences: error O(h⁴), not O(h²) (the
+      # audience term's third derivatives are large even with the kinks smoothed).
+      numeric = (4 * central(5e-5) - central(1e-4)) / 3
       analytic = float(np.dot(flat(exact.total), flat(direction)))
-      assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-9), seed
+      assert analytic == pytest.approx(numeric, rel=1e-7, abs=1e-10), seed
 
 
 def test_a_channel_count_that_k_does_not_divide_is_refused():
