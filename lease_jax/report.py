@@ -82,10 +82,13 @@ def read_run(path: str) -> Run:
 
 
 def expand(patterns: Sequence[str]) -> list[str]:
-  """Run directories from paths and glob patterns, sorted, each once."""
+  """Run directories from paths and glob patterns, sorted, each once (a pattern's matches that
+  are not directories, such as the runs' log files beside them, are passed over)."""
   paths = []
   for pattern in patterns:
     matches = sorted(glob.glob(os.path.expanduser(pattern)))
+    if glob.has_magic(pattern):
+      matches = [m for m in matches if os.path.isdir(m)]
     if not matches:
       raise errors.UserError(f'{pattern!r} matches no run directory')
     paths += [m for m in matches if m not in paths]

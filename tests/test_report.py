@@ -33,6 +33,7 @@ def _run(root, name, *, mode, gamma, seed, arches, finished=True, base='darts', 
 def test_report_groups_runs_and_averages_finished_seeds_only(tmp_path):
   runs = tmp_path / 'runs'
   runs.mkdir()
+  (runs / 'd2_s1.log').write_text('a log beside the runs, matched by the pattern')
   _run(runs, 'd2_s1', mode='finite_difference', gamma=0.0, seed=1, arches=[CONVS, SKIPS])
   _run(runs, 'd2_s2', mode='finite_difference', gamma=0.0, seed=2, arches=[CONVS, CONVS],
        acc=0.3)
