@@ -732,7 +732,7 @@ def _multistep_chain(mode, problem, E, A, W, explainer_state, audience_state, tr
   E_K, trajectory_E, v_E, d_A, metrics = it.E_K, it.trajectory_E, it.v_E, it.d_A, it.metrics
   explainer_product = lambda e, v: _product(
       mode, lambda d: _explainer_product_hvp(problem, e, A, train, d),
-      lambda x: _explainer_full_grads_fd(problem, x, A, train), e, v, radius)
+      lambda x: explainer_grads(problem, x, A, train)[2:], e, v, radius)
   u_E = u_A = None
   if problem.has_audience:
     delta, deltas, raws, trajectory_W, v_W = it.delta, it.deltas, it.raws, it.trajectory_W, it.v_W
@@ -765,11 +765,6 @@ def _multistep_chain(mode, problem, E, A, W, explainer_state, audience_state, tr
   _, implicit_v = _unroll_reverse(problem.explainer_tx, trajectory_E, v_E, explainer_product)
   explainer_term = tree_add(d_A, implicit_v)
   return Hypergradient(total, explainer_term, tree_sub(total, explainer_term), metrics)
-
-
-@_piece
-def _explainer_full_grads_fd(problem: Problem, E, A, train):
-  return _explainer_full_grads(problem, E, A, train)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 import search_helpers
 from cli_helpers import TINY, run_cli
 
-from lease_jax import builders, data, hypergrad, lease, ops, search_space
+from lease_jax import builders, data, errors, hypergrad, lease, ops, search_space
 from lease_jax.configs import tiny
 from lease_jax.models import explainer, nb201
 
@@ -154,10 +154,10 @@ def test_a_channel_count_that_k_does_not_divide_is_refused():
   config = tiny.get_config()
   config.explainer.base = 'pc_darts'
   config.explainer.channels = 6
-  with pytest.raises(builders.errors.SpaceError, match='does not divide explainer.channels'):
+  with pytest.raises(errors.SpaceError, match='does not divide explainer.channels'):
     builders.check_config(config, 'search')
   config.explainer.base = 'pcdarts'
-  with pytest.raises(builders.errors.SpaceError, match="accepted: darts, pc_darts"):
+  with pytest.raises(errors.SpaceError, match="accepted: darts, pc_darts"):
     builders.check_config(config, 'search')
 
 
