@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import threading
 from typing import Any, Callable
 
 import jax
@@ -114,6 +116,43 @@ def _stderr_muted_on_failure(settle_s: float = 1.0):
     os.dup2(saved, 2)
     os.close(saved)
     os.close(null)
+
+
+@contextlib.contextmanager
+def _ctrl_c_held_back():
+  """Ctrl-C waits until orbax has handed a save to its threads: interrupted half-way through
+  `CheckpointManager.save`, orbax is left with a commit thread and no finaliser (a rerun is
+  fine, but this process hangs at exit or prints interpreter-shutdown tracebacks). The held
+  Ctrl-C is delivered as soon as the save is handed off. Only the main thread receives
+  signals; elsewhere, and where SIGINT is ignored, nothing changes."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = signal.getsignal(signal.SIGINT)
+  if not callable(previous):  # SIG_IGN, SIG_DFL or a handler not set from Python
+    yield
+    return
+  held = []
+  signal.signal(signal.SIGINT, lambda signum, frame: held.append(frame))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+    if held:
+      previous(signal.SIGINT, held[-1])  # Python's default handler raises KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _write_faults_as_os_errors(directory: str):
+  """orbax reports a full disk (or a quota, a read-only mount) as TensorStore's ValueError;
+  raised here as the `OSError` it stands for, which the edge reports in one line (exit 1)."""
+  try:
+    yield
+  except Exception as error:  # noqa: BLE001 - only a machine fault is translated
+    fault = errors.machine_write_fault(error, directory)
+    if fault is None or (fault is error and fault.filename):
+      raise
+    raise OSError(fault.errno, os.strerror(fault.errno), fault.filename or directory) from None
 
 
 class Checkpointer:
@@ -221,17 +260,20 @@ class Checkpointer:
       return
     check_finite_state(step, state, hint)
     extra = {**(extra or {}), 'config': self.config_dict}  # the guard's record, in every one
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)), force=force)
+    with _write_faults_as_os_errors(self.directory), _ctrl_c_held_back():
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)), force=force)
 
   def settle(self) -> int | None:
     """Waits for the in-flight saves to land; the latest saved step (None if none)."""
-    self.manager.wait_until_finished()
+    with _write_faults_as_os_errors(self.directory):
+      self.manager.wait_until_finished()
     return self.manager.latest_step()
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    with _write_faults_as_os_errors(self.directory):
+      self.manager.wait_until_finished()
+      self.manager.close()
 
   def last_saved_step(self) -> int | None:
     return self.manager.latest_step()
@@ -283,8 +325,4 @@ def read_jsonl(path: str) -> list[dict]:
 
 def write_jsonl(path: str, records: list[dict]) -> None:
   """Rewrites a JSON-lines file atomically (the history of a resumed run is cut to its step)."""
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    for record in records:
-      f.write(json.dumps(record) + '\n')
-  os.replace(tmp, path)
+  writers.write_lines_atomic(path, [json.dumps(record) + '\n' for record in records])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -187,10 +188,35 @@ def path_flag(value: str | None) -> str | None:
   return os.path.expanduser(value) if value else value
 
 
+class _WriteFaultLogsDropped(logging.Filter):
+  """A full disk under a checkpoint save makes orbax's threads and asyncio log each failed write
+  with its traceback (dozens of them); `one_line_errors` reports the fault once, in one line."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return (errors.machine_write_fault(error) is None and
+            errors.machine_write_fault(Exception(record.getMessage())) is None)
+
+
+def _closed_loop_callbacks_dropped(excepthook):
+  """`excepthook` without TensorStore's late callbacks: when a save or restore fails, orbax
+  closes its event loop while TensorStore's other writes are in flight, and each of them, on
+  completing, prints "RuntimeError: Event loop is closed" through `sys.excepthook` from a
+  TensorStore thread. Nothing of the run uses asyncio; the fault itself is reported in one line."""
+  def hook(kind, value, tb):
+    if not (issubclass(kind, RuntimeError) and str(value) == 'Event loop is closed'):
+      excepthook(kind, value, tb)
+  return hook
+
+
 def run_app(define_flags, main, prog: str):
   """Defines the flags and runs `main` under absl, reporting flag errors (a config file that does
   not load, a config field that does not exist, a bad value) as one line with exit status 2."""
   from absl import app, flags
+  quiet = _WriteFaultLogsDropped()
+  for name in ('absl', 'asyncio'):  # orbax logs through absl's logger
+    logging.getLogger(name).addFilter(quiet)
+  sys.excepthook = _closed_loop_callbacks_dropped(sys.excepthook)
   try:
     config_file = _config_flag(sys.argv)
     if config_file is not None:

@@ -10,6 +10,8 @@ project, so any module may raise these without an import cycle.
 from __future__ import annotations
 
 import errno
+import os
+import re
 
 
 class UserError(Exception):
@@ -46,3 +48,25 @@ class Interrupted(Exception):
 
 # A write that fails for one of these is the machine's fault (exit 1), not a bug.
 ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
+# TensorStore (under orbax) reports a failed write as a ValueError whose text ends with the
+# system's error code: "... No space left on device [os_error_code='28']".
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+def machine_write_fault(error: BaseException | None, filename: str | None = None
+                        ) -> OSError | None:
+  """The `OSError` a failed write stands for when it is one of `ENVIRONMENT_ERRNOS` — the error
+  itself, or an orbax/TensorStore error (or its cause) carrying the system's code — else None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS:
+      return error
+    match = _OS_ERROR_CODE.search(str(error))
+    if match and int(match.group(1)) in ENVIRONMENT_ERRNOS:
+      code = int(match.group(1))
+      return OSError(code, os.strerror(code), filename)
+    error = error.__cause__ or error.__context__
+  return None

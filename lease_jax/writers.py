@@ -8,6 +8,7 @@ a multi-host run writes (`just_logging` elsewhere).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -129,13 +130,23 @@ def progress_bar(total: int, initial: int, enabled: bool, desc: str):
               smoothing=0.1)
 
 
-def write_json_atomic(path: str, data: Any, **dump_options) -> None:
-  """Writes JSON atomically (temp file + rename) so a crash never leaves half a file."""
+def write_lines_atomic(path: str, lines: list[str]) -> None:
+  """Writes text atomically (temp file + rename) so a crash never leaves half a file; a failed
+  write (a full disk) removes its temporary and leaves `path` as it was."""
   tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(data, f, **dump_options)
-    f.write('\n')
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'w') as f:
+      f.writelines(lines)
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
+def write_json_atomic(path: str, data: Any, **dump_options) -> None:
+  """Writes JSON atomically (`write_lines_atomic`)."""
+  write_lines_atomic(path, [json.dumps(data, **dump_options), '\n'])
 
 
 class CompileLog(logging.Handler):

@@ -153,6 +153,80 @@ def test_a_full_disk_stops_with_one_line_and_the_run_resumes(finished, tmp_path,
   assert (workdir / 'alphas.json').read_bytes() == (finished / 'alphas.json').read_bytes()
 
 
+def _injected(tmp_path, cli_env, source):
+  """`cli_env` with a `sitecustomize` module running `source` at the subprocess's start."""
+  inject = tmp_path / 'inject'
+  inject.mkdir()
+  (inject / 'sitecustomize.py').write_text(source)
+  return dict(cli_env, PYTHONPATH=os.pathsep.join(filter(None, [str(inject),
+                                                                cli_env.get('PYTHONPATH')])))
+
+
+def test_a_disk_that_fills_during_a_checkpoint_save_is_one_line_and_the_run_resumes(
+    finished, tmp_path, cli_env):
+  """The disk fills while orbax's threads write step 3's arrays: TensorStore's own error (a
+  ValueError carrying the system's code, as measured on a 1.2 MB tmpfs) from every write of that
+  checkpoint. Before: dozens of logged tracebacks, then a ValueError traceback. Now: exit 1, one
+  line; step 2's checkpoint is kept and the same command resumes to the uninterrupted history."""
+  full = _injected(tmp_path, cli_env, (
+      'from orbax.checkpoint._src.serialization import serialization\n'
+      '_write = serialization.async_serialize_from_host\n\n'
+      'async def _full(rslices, spec, **kwargs):\n'
+      '  if "3.orbax-checkpoint-tmp" in str(spec):\n'
+      '    raise ValueError("RESOURCE_EXHAUSTED: Error writing local file: Failed to write 4096 "\n'
+      '                     "bytes to file 9: No space left on device [os_error_code=\'28\']")\n'
+      '  return await _write(rslices, spec, **kwargs)\n\n'
+      'serialization.async_serialize_from_host = _full\n'))
+  workdir = tmp_path / 'run'
+  result = run_cli('main', f'--config={TINY}', f'--workdir={workdir}', env=full, check=False)
+  _assert_one_line(result, 1, 'No space left on device', 'checkpoints', 'rerun the same command')
+  assert 'Traceback' not in result.stderr
+  assert '2' in os.listdir(workdir / 'checkpoints') and '3' not in os.listdir(
+      workdir / 'checkpoints')
+  run_cli('main', f'--config={TINY}', f'--workdir={workdir}', env=cli_env)
+  assert _history_without_clock(workdir) == _history_without_clock(finished)
+  assert (workdir / 'alphas.json').read_bytes() == (finished / 'alphas.json').read_bytes()
+
+
+def test_ctrl_c_as_a_checkpoint_write_starts_lets_it_land(finished, tmp_path, cli_env):
+  """Ctrl-C at the instant orbax starts step 3's save (delivered from inside its `save`). Before,
+  the KeyboardInterrupt cut orbax's save half-way: step 3 was lost, and by the timing of a real
+  Ctrl-C the process hung or printed interpreter-shutdown tracebacks. Now the Ctrl-C waits for
+  the save to be handed off: exit 130, one line, step 3 kept, and the run resumes from it."""
+  interrupt = _injected(tmp_path, cli_env, (
+      'import os, signal\n'
+      'from orbax.checkpoint._src.checkpointers import async_checkpointer\n'
+      '_save = async_checkpointer.AsyncCheckpointer.save\n\n'
+      'def _save_interrupted(self, directory, *args, **kwargs):\n'
+      '  if os.path.basename(str(directory)).split(".")[0] == "3":\n'
+      '    os.kill(os.getpid(), signal.SIGINT)\n'
+      '  return _save(self, directory, *args, **kwargs)\n\n'
+      'async_checkpointer.AsyncCheckpointer.save = _save_interrupted\n'))
+  workdir = tmp_path / 'run'
+  result = subprocess.run(
+      [sys.executable, '-m', 'lease_jax.main', f'--config={TINY}', f'--workdir={workdir}'],
+      env=interrupt, capture_output=True, text=True, timeout=600,
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+  _assert_one_line(result, 130, 'interrupted at step 3', 'resume from step 3')
+  assert '3' in os.listdir(workdir / 'checkpoints')
+  run_cli('main', f'--config={TINY}', f'--workdir={workdir}', env=cli_env)
+  assert _history_without_clock(workdir) == _history_without_clock(finished)
+
+
+def test_an_orbax_write_error_is_read_as_the_machine_fault_it_carries():
+  import errno
+  from lease_jax import errors
+  tensorstore = ValueError("RESOURCE_EXHAUSTED: Failed writing: \"/d/x\": No space left on "
+                           "device [os_error_code='28']")
+  fault = errors.machine_write_fault(tensorstore, '/run/checkpoints')
+  assert fault.errno == errno.ENOSPC and fault.filename == '/run/checkpoints'
+  wrapped = RuntimeError('commit failed')
+  wrapped.__cause__ = OSError(errno.EDQUOT, 'Disk quota exceeded')
+  assert errors.machine_write_fault(wrapped).errno == errno.EDQUOT
+  assert errors.machine_write_fault(ValueError("NOT_FOUND [os_error_code='2']")) is None
+  assert errors.machine_write_fault(ValueError('shapes differ')) is None
+
+
 def test_ctrl_c_stops_with_one_line_after_the_checkpoint_lands(tmp_path, cli_env):
   workdir = tmp_path / 'run'
   process = subprocess.Popen(
