@@ -8,10 +8,17 @@ The settings (`parse_setting`):
   fd_<r>                         finite differences at radius r/‖v‖ (DARTS: fd_0.01)
   official_sign                  hvp with the official code's explanations (label target, one
                                  detached sign step: the audience term is exactly 0)
+  unroll_<K>                     hvp through K unrolled steps at every level (explainer,
+                                 explanation, audience: `hypergrad.explainer_steps` etc.)
+  unroll_<K>_<J>_<M>             K explainer, J explanation and M audience steps
+  cg_<n>, neumann_<n>            the implicit hypergradient at the one-step iterates, every
+                                 inverse by n conjugate-gradient steps or n Neumann terms
+                                 (`hypergrad.implicit_*`: the config's damping and scale)
   darts2_<any of the above>      the same with γ = 0: DARTS-2nd's own objective
 
-Each is compared with its reference (`exact` if it was computed, else `hvp`; `darts2_exact` /
-`darts2_hvp` for the darts2_ settings), per term (total, explainer, audience): cosine, relative
+Each is compared with its reference — `compare.reference` when the config names one and it was
+computed (e.g. a long unroll standing in for the converged hypergradient), else `exact` if it
+was computed, else `hvp` (with the darts2_ prefix for the darts2_ settings) — per term (total, explainer, audience): cosine, relative
 error, the fraction of α entries whose gradient sign agrees, and the fraction of edges whose most
 favoured operation (the most negative gradient entry of the edge's row) agrees.
 """
@@ -41,12 +48,19 @@ class Setting:
   radius: float | None = None  # finite_difference only: r = radius / ‖v‖
   darts2: bool = False         # γ = 0
   official_sign: bool = False  # the official code's explanations
+  steps: tuple[int, int, int] = (1, 1, 1)  # explainer, explanation, audience steps unrolled
+  solver: str | None = None    # implicit only: 'cg' | 'neumann'
+  iterations: int | None = None
+
+  def references(self, preferred: str = '') -> tuple[str, ...]:
+    """The settings this one is compared against, in order of preference (`preferred`: the
+    config's `compare.reference`, a name without the darts2_ prefix)."""
+    prefix = 'darts2_' if self.darts2 else ''
+    return tuple(f'{prefix}{name}' for name in (preferred, 'exact', 'hvp') if name)
 
   @property
   def reference(self) -> tuple[str, ...]:
-    """The settings this one is compared against, in order of preference."""
-    prefix = 'darts2_' if self.darts2 else ''
-    return (f'{prefix}exact', f'{prefix}hvp')
+    return self.references()
 
 
 def parse_setting(name: str) -> Setting:
@@ -65,9 +79,24 @@ def parse_setting(name: str) -> Setting:
       radius = -1.0
     if radius > 0:
       return Setting(name, 'finite_difference', radius, darts2=darts2)
+  counts = _positive_ints(base.split('_')[1:])
+  if base.startswith('unroll_') and counts and len(counts) in (1, 3):
+    return Setting(name, 'hvp', darts2=darts2, steps=tuple(counts * 3 if len(counts) == 1
+                                                           else counts))
+  solver = base.split('_')[0]
+  if solver in ('cg', 'neumann') and counts and len(counts) == 1:
+    return Setting(name, 'implicit', darts2=darts2, solver=solver, iterations=counts[0])
   raise errors.UserError(
       f'compare.settings: {name!r}; accepted: exact, hvp, first_order, official_sign, fd_<r> '
-      f'(r > 0, e.g. fd_0.01), each but official_sign also with the prefix darts2_ (γ = 0)')
+      f'(r > 0, e.g. fd_0.01), unroll_<K> or unroll_<K>_<J>_<M>, cg_<n>, neumann_<n> (integers '
+      f'>= 1), each but official_sign also with the prefix darts2_ (γ = 0)')
+
+
+def _positive_ints(parts: list[str]) -> list[int] | None:
+  """[int(p) for p in parts] when every part is an integer >= 1 (and there is one), else None."""
+  if not parts or not all(p.isdigit() and int(p) >= 1 for p in parts):
+    return None
+  return [int(p) for p in parts]
 
 
 def check_compare_block(config) -> list[Setting]:
@@ -75,6 +104,10 @@ def check_compare_block(config) -> list[Setting]:
   from lease_jax import errors, kernels
   compare = config.compare
   settings = [parse_setting(name) for name in compare.settings]
+  if compare.get('reference') and compare.reference not in [
+      s.name for s in settings if not s.darts2]:
+    raise errors.UserError(f'compare.reference = {compare.reference!r}; accepted: \'\' (exact, '
+                           f'else hvp) or one of compare.settings')
   if compare.get('exact_impl') and compare.exact_impl not in kernels.IMPLS:
     raise errors.UserError(f'compare.exact_impl = {compare.exact_impl!r}; accepted: '
                               f"'' (explainer.impl), {', '.join(kernels.IMPLS)}")
@@ -95,6 +128,12 @@ def setting_config(config, setting: Setting):
     config.search.gamma = 0.0
   if setting.official_sign:
     config.explanation.update(lease_official_code.get_config().explanation.to_dict())
+  if setting.steps != (1, 1, 1):
+    config.hypergrad.update(dict(zip(('explainer_steps', 'explanation_steps', 'audience_steps'),
+                                     setting.steps)))
+  if setting.solver is not None:
+    config.hypergrad.update(implicit_solver=setting.solver,
+                            implicit_iterations=setting.iterations)
   return config
 
 
@@ -235,16 +274,18 @@ def agreement(got: np.ndarray, ref: np.ndarray, shapes) -> dict:
   }
 
 
-def reference_of(setting: Setting, results: dict) -> str | None:
-  return next((name for name in setting.reference if results.get(name, {}).get('grads')), None)
+def reference_of(setting: Setting, results: dict, preferred: str = '') -> str | None:
+  return next((name for name in setting.references(preferred)
+               if results.get(name, {}).get('grads')), None)
 
 
-def comparison_table(settings: list[Setting], results: dict, points: list[int]) -> list[dict]:
+def comparison_table(settings: list[Setting], results: dict, points: list[int],
+                     preferred: str = '') -> list[dict]:
   """One row per (setting, point): each term's agreement with the setting's reference."""
   table = []
   for setting in settings:
     result = results[setting.name]
-    reference = reference_of(setting, results)
+    reference = reference_of(setting, results, preferred)
     if not result.get('grads') or reference is None:
       continue
     for k, point in enumerate(points):
@@ -263,7 +304,7 @@ def comparison_table(settings: list[Setting], results: dict, points: list[int]) 
 def write_report(config, workdir: str, points: list[int], settings: list[Setting],
                  results: dict, command: str) -> None:
   from lease_jax import writers
-  table = comparison_table(settings, results, points)
+  table = comparison_table(settings, results, points, config.compare.get('reference', ''))
   if table:
     with open(os.path.join(workdir, 'compare.csv'), 'w', newline='') as f:
       writer = csv.DictWriter(f, fieldnames=list(table[0]))
@@ -276,7 +317,9 @@ def write_report(config, workdir: str, points: list[int], settings: list[Setting
       'config': config.to_dict(), 'points': points, 'rows': table, 'failed': failures,
       'timing': {name: {k: r.get(k) for k in ('compile_s', 'run_s', 'peak_rss_gib')}
                  for name, r in results.items()}}, indent=1, default=str)
-  lines = [f'# Hypergradients against the exact one ({time.strftime("%Y-%m-%d")})', '',
+  preferred = config.compare.get('reference', '')
+  lines = [f'# Hypergradients against {f"the reference ({preferred})" if preferred else "the exact one"} '
+           f'({time.strftime("%Y-%m-%d")})', '',
            f'Command: `{command}`', '',
            f'Setup: {config.data.name} ({config.data.source}), supernet {config.explainer.layers} '
            f'cells C={config.explainer.channels} (kernels {config.explainer.impl}'

@@ -21,6 +21,48 @@ def test_settings_parse_with_their_references():
       hypergrad_study.parse_setting(bad)
 
 
+def test_multistep_and_implicit_settings_parse_into_their_config_fields():
+  unroll = hypergrad_study.parse_setting('unroll_5')
+  assert (unroll.mode, unroll.steps) == ('hvp', (5, 5, 5))
+  mixed = hypergrad_study.parse_setting('darts2_unroll_2_3_4')
+  assert (mixed.mode, mixed.steps, mixed.darts2) == ('hvp', (2, 3, 4), True)
+  cg, neumann = (hypergrad_study.parse_setting(n) for n in ('cg_20', 'neumann_1'))
+  assert (cg.mode, cg.solver, cg.iterations) == ('implicit', 'cg', 20)
+  assert (neumann.solver, neumann.iterations) == ('neumann', 1)
+  for bad in ('unroll_0', 'unroll_2_2', 'unroll_', 'unroll_x', 'cg_', 'cg_0', 'cg_1_2',
+              'neumann_-1', 'lbfgs_5'):
+    with pytest.raises(cli_utils.UserError, match='unroll_<K>'):
+      hypergrad_study.parse_setting(bad)
+  config = compare_hypergrads.get_config()
+  fields = hypergrad_study.setting_config(config, mixed).hypergrad
+  assert (fields.explainer_steps, fields.explanation_steps, fields.audience_steps) == (2, 3, 4)
+  fields = hypergrad_study.setting_config(config, cg).hypergrad
+  assert (fields.implicit_solver, fields.implicit_iterations) == ('cg', 20)
+  assert config.hypergrad.explainer_steps == 1 and config.hypergrad.implicit_iterations == 10
+  # a named reference comes first; the darts2_ settings take its darts2_ twin
+  assert hypergrad_study.parse_setting('hvp').references('unroll_40') == (
+      'unroll_40', 'exact', 'hvp')
+  assert mixed.references('unroll_40')[0] == 'darts2_unroll_40'
+  config.compare.settings, config.compare.reference = ('hvp', 'unroll_3'), 'unroll_40'
+  with pytest.raises(cli_utils.UserError, match="compare.reference = 'unroll_40'; accepted"):
+    hypergrad_study.check_compare_block(config)
+  config.compare.reference = 'unroll_3'
+  assert len(hypergrad_study.check_compare_block(config)) == 2
+
+
+def test_a_named_reference_is_what_every_setting_is_compared_with():
+  shapes = [[2, 3]]
+  grads = lambda scale: {'grads': [{t: list(scale * np.arange(1.0, 7.0)) for t in
+                                    hypergrad_study.TERMS}], 'alpha_shapes': shapes,
+                         'compile_s': 0.0, 'run_s': 1.0, 'peak_rss_gib': 1.0}
+  results = {'hvp': grads(1.0), 'unroll_4': grads(-1.0)}
+  settings = [hypergrad_study.parse_setting(n) for n in ('hvp', 'unroll_4')]
+  table = hypergrad_study.comparison_table(settings, results, [0], 'unroll_4')
+  assert [(r['setting'], r['reference'], r['cos_total']) for r in table] == [
+      ('hvp', 'unroll_4', pytest.approx(-1.0)), ('unroll_4', 'unroll_4', pytest.approx(1.0))]
+  assert hypergrad_study.comparison_table(settings, results, [0])[0]['reference'] == 'hvp'
+
+
 def test_setting_configs():
   config = compare_hypergrads.get_config()
   darts2 = hypergrad_study.setting_config(config, hypergrad_study.parse_setting('darts2_hvp'))

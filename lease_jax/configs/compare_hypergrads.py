@@ -35,5 +35,8 @@ def get_config():
       # every depthwise convolution into k² ops, which a second-order whole-chain program
       # cannot compile in reasonable time; 'xla' computes the same function
       exact_impl='',
+      # the setting every other is compared with ('' = exact if computed, else hvp): e.g. a long
+      # unroll, 'unroll_40', standing in for the converged hypergradient
+      reference='',
   ))
   return config
