@@ -126,3 +126,17 @@ def test_an_interrupted_trajectory_resumes_from_its_latest_kept_state(tmp_path):
   assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(resumed),
                                                   jax.tree.leaves(uninterrupted)))
   assert (tmp_path / 'state_1.pkl').stat().st_mtime_ns == first  # resumed from it, not redone
+
+
+def test_a_settings_search_carries_its_unrolled_steps_and_implicit_solver():
+  """What `measure_setting` computes with: the problem built from the setting's config."""
+  from lease_jax.configs import tiny
+  config = tiny.get_config()
+  config.compare = compare_hypergrads.get_config().compare
+  problem_of = lambda name: hypergrad_study.setup(hypergrad_study.setting_config(
+      config, hypergrad_study.parse_setting(name)))[0].spec.problem
+  mixed = problem_of('unroll_2_3_4')
+  assert (mixed.explainer_steps, mixed.explanation_steps, mixed.audience_steps) == (2, 3, 4)
+  implicit = problem_of('neumann_7').implicit
+  assert (implicit.solver, implicit.iterations) == ('neumann', 7)
+  assert problem_of('hvp').one_step and problem_of('darts2_unroll_3').gamma == 0
