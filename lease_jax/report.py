@@ -227,7 +227,9 @@ def _plot(groups, path, title, series, ylabel, log=False):
   for ax, (label, value) in zip(axes[0], series):
     for k, (name, runs) in enumerate(groups.items()):
       epochs, mean, std = epoch_band(runs, value)
-      if not len(epochs) or np.all(np.isnan(mean)):
+      # nothing to draw: no epochs, no values, or (log scale) a term the method lacks (DARTS's
+      # audience term is 0)
+      if not len(epochs) or np.all(np.isnan(mean)) or (log and not np.any(mean > 0)):
         continue
       color = f'C{k % 10}'
       ax.plot(epochs, mean, color=color, marker='o', ms=3, label=name)
@@ -235,7 +237,7 @@ def _plot(groups, path, title, series, ylabel, log=False):
     ax.set_title(label, fontsize=9)
     ax.set_xlabel('epoch')
     ax.set_ylabel(ylabel)
-    if log:
+    if log and ax.lines:
       ax.set_yscale('log')
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
