@@ -24,6 +24,8 @@ os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+import search_helpers  # noqa: E402
+
 jax.config.update('jax_disable_most_optimizations', True)
 jax.config.update('jax_compilation_cache_dir', os.environ['LEASE_JAX_CACHE'])
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
@@ -53,8 +55,9 @@ def pytest_unconfigure(config):
 
 @pytest.fixture
 def x64():
-  """Runs the test with 64-bit floats (numerical derivative checks)."""
-  with jax.enable_x64(True):
+  """Runs the test with 64-bit floats (numerical derivative checks), none of its programs written
+  to the compilation cache (`search_helpers.float64`)."""
+  with search_helpers.float64():
     yield
 
 
