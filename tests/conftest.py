@@ -1,5 +1,6 @@
 """Shared test settings: small, deterministic, CPU, one compilation cache per session."""
 
+import gc
 import os
 import shutil
 import tempfile
@@ -23,8 +24,6 @@ os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
-
-import search_helpers  # noqa: E402
 
 jax.config.update('jax_disable_most_optimizations', True)
 jax.config.update('jax_compilation_cache_dir', os.environ['LEASE_JAX_CACHE'])
@@ -53,11 +52,26 @@ def pytest_unconfigure(config):
     shutil.rmtree(os.environ['LEASE_JAX_CACHE'], ignore_errors=True)
 
 
+@pytest.fixture(autouse=True, scope='module')
+def _compiled_programs_released_after_each_file():
+  """Drops jax's in-memory compiled programs after each test file.
+
+  Every CPU executable jax keeps holds memory mappings of its own (~3 for a small program, many
+  more for the supernet's pieces), and jax keeps every program it compiled for the life of the
+  process: an xdist worker running half the suite passed Linux's limit of 65,530 mappings per
+  process (`vm.max_map_count`), and the next mapping XLA asked for failed as a segfault, in
+  whichever test came then (compiling, or loading a program from the persistent cache; CI's
+  crashes in test_hypergrad and test_pc_darts, late files). A later file that needs a program
+  loads it from the persistent cache."""
+  yield
+  jax.clear_caches()
+  gc.collect()
+
+
 @pytest.fixture
 def x64():
-  """Runs the test with 64-bit floats (numerical derivative checks), none of its programs written
-  to the compilation cache (`search_helpers.float64`)."""
-  with search_helpers.float64():
+  """Runs the test with 64-bit floats (numerical derivative checks)."""
+  with jax.enable_x64(True):
     yield
 
 

@@ -1,7 +1,4 @@
-"""Float64 for the derivative checks: the context they run in, and a tiny search's state and
-inputs on the real networks."""
-
-import contextlib
+"""A tiny search's state and inputs in float64, for the derivative checks on the real networks."""
 
 import jax
 import jax.numpy as jnp
@@ -9,28 +6,9 @@ import jax.numpy as jnp
 from lease_jax import builders, data, lease
 
 
-@contextlib.contextmanager
-def float64():
-  """64-bit floats, with nothing compiled meanwhile written to the persistent compilation cache.
-
-  jax 0.10.2 segfaulted five times in this suite's CI-like runs while (de)serialising a float64
-  program for the shared cache: writing one from a compile thread (test_pc_darts), and loading one
-  in the main thread (test_hypergrad's K-step checks; the loads run on XLA's thread pool). Never a
-  float32 program, of many more. A program that is never written is never loaded: with the write
-  threshold of compile time out of reach, jax neither serialises nor stores float64 programs
-  (`compiler._cache_write` checks it first), and their look-ups find nothing to load."""
-  threshold = jax.config.jax_persistent_cache_min_compile_time_secs
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1e9)
-  try:
-    with jax.enable_x64(True):
-      yield
-  finally:
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', threshold)
-
-
 def float64_search(config):
   """(search, state, train batch, val batch, hypergradient inputs) of `config`'s step 0, every
-  floating array in float64 (call inside `float64()`)."""
+  floating array in float64 (call inside `jax.enable_x64(True)`)."""
   info, train_source, _ = data.load_sources(config.data)
   train, val = builders.search_streams(config, info, train_source)
   search = builders.build_search(config, info, train.steps_per_epoch)

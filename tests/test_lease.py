@@ -150,7 +150,7 @@ def test_smooth_supernet_finite_difference_converges_to_hvp_in_float64():
   floor that no radius removes."""
   config = tiny.get_config()
   config.explainer.impl = 'smooth'
-  with search_helpers.float64():
+  with jax.enable_x64(True):
     search, state, train, val = search_helpers.float64_search(config)
     problem = search.spec.problem
     inputs = search_helpers.hypergradient_inputs(search, state, train, val)

@@ -121,7 +121,7 @@ def test_exact_equals_hvp_equals_a_numerical_derivative_with_betas():
   config.explainer.base = 'pc_darts'
   config.explainer.impl = 'smooth'
   config.explanation.audience_input = 'product'
-  with search_helpers.float64():
+  with jax.enable_x64(True):
     search, state, train, val = search_helpers.float64_search(config)
     assert set(state.alphas) == {'alphas_normal', 'alphas_reduce', 'betas_normal',
                                  'betas_reduce'}

@@ -1,14 +1,10 @@
 """Compiling ahead: the outermost recorded programs, once each; the real call compiles nothing."""
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from lease_jax import precompile
-
-import search_helpers
 
 _compiles = []
 jax.monitoring.register_event_duration_secs_listener(
@@ -52,7 +48,7 @@ def test_compile_ahead_compiles_the_outermost_programs_and_the_call_compiles_not
 def test_compile_ahead_keeps_the_callers_float64_and_matmul_precision():
   # jax's context settings are thread-local: the compiling threads must see the caller's, or they
   # build float32 programs that the float64 call cannot use.
-  with search_helpers.float64(), jax.default_matmul_precision('highest'):
+  with jax.enable_x64(True), jax.default_matmul_precision('highest'):
     x = jnp.linspace(0.0, 1.0, 7, dtype=jnp.float64)
     y = jnp.ones((3, 3), jnp.float64)
     assert precompile.compile_ahead(_step, x, y, workers=2) == 3
@@ -93,27 +89,8 @@ def test_float64_programs_compile_in_the_calling_thread(monkeypatch):
   def no_thread(*args, **kwargs):
     raise AssertionError('compile_all started a thread under x64')
   monkeypatch.setattr(precompile.threading, 'Thread', no_thread)
-  with search_helpers.float64():
+  with jax.enable_x64(True):
     x = jnp.ones((3,), jnp.float64)
     compiled = precompile.compile_all([(jax.jit(jnp.sin), (x,), {}), (jax.jit(jnp.cos), (x,), {})])
     np.testing.assert_allclose(compiled[0](x), np.sin(np.ones(3)))
     np.testing.assert_allclose(compiled[1](x), np.cos(np.ones(3)))
-
-
-
-def _float64_cache_probe(x):
-  return jnp.tanh(x) * 3.0 + 1.0
-
-
-def test_float64_programs_are_not_written_to_the_compilation_cache():
-  """Inside `search_helpers.float64()` a compiled program leaves no entry in the suite's shared
-  cache (jax 0.10.2 segfaulted (de)serialising float64 programs); the same program in float32
-  does leave one, so the check can fail."""
-  cache = os.environ['LEASE_JAX_CACHE']
-  entries = lambda: [name for name in os.listdir(cache) if '_float64_cache_probe' in name]
-  before = entries()
-  with search_helpers.float64():
-    jax.jit(_float64_cache_probe)(jnp.linspace(0.0, 1.0, 13, dtype=jnp.float64))
-  assert entries() == before
-  jax.jit(_float64_cache_probe)(jnp.linspace(0.0, 1.0, 13, dtype=jnp.float32))
-  assert entries()
