@@ -1,6 +1,10 @@
-"""NAS-Bench-201, round two: first the budget ladder that validates the proxy (DARTS only).
+"""NAS-Bench-201, round two: the budget ladder that validates the proxy (DARTS only), then the
+six-method study at the chosen budget.
 
   python experiments/nb201_round2.py ladder --data_dir=/tmp/cifar10-jpeg \
+      --workdir=runs/nb201_round2 --results=experiments/results/nb201_round2
+  python experiments/nb201_round2.py measure --data_dir=/tmp/cifar10-jpeg --workdir=runs/measure
+  python experiments/nb201_round2.py study --data_dir=/tmp/cifar10-jpeg \
       --workdir=runs/nb201_round2 --results=experiments/results/nb201_round2
 
 A proxy of NB201's search can rank methods only if it reproduces the benchmark's best-known
@@ -17,6 +21,15 @@ is skipped and an unfinished one resumes from its checkpoint, so the same comman
 ladder. After each run `ladder.csv` (one row per finished run: the rung, the method, the seed,
 the final arch, the skip count of every epoch) and each run's `history.jsonl` are rewritten
 under the results folder. Nothing here sees NB201's accuracy table.
+
+The study (`STUDY_METHODS`, `STUDY_SEEDS`, at `STUDY_RUNG`): DARTS-1st, DARTS-2nd, PC-DARTS and
+LeaSE (`hvp` and the paper's finite difference on the DARTS base, `hvp` on the PC-DARTS base),
+seed by seed (every method's seed 1, then every method's seed 2, ...), so that a study stopped
+midway has all its methods at the same seeds. Its runs are named as the ladder's
+(`<rung>_<method>_seed<k>`): the ladder's runs at the study's rung are the study's DARTS runs.
+After each run `runs.csv` (round one's columns plus `base`) and `lease-report`'s output over the
+finished runs are rewritten. `measure` times a few iterations of each method at the study's
+settings in fresh processes (compilation, then seconds per iteration) and prices the study.
 """
 
 from __future__ import annotations
@@ -32,10 +45,7 @@ import sys
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           'lease_jax', 'configs')
 
-DARTS_METHODS = {
-    'darts_2nd': ('nb201_cifar10_darts_2nd', ()),
-    'darts_1st': ('nb201_cifar10_darts_1st', ()),
-}
+DARTS_METHODS = ('darts_2nd', 'darts_1st')    # the ladder's, in its order (`STUDY_METHODS`)
 
 # Settings every rung shares: round one's proxy supernet (C = 8, N = 2 against NB201's 16 and 5)
 # and NB201's DARTS recipe (the configs: SGD 0.025 cosine to 0.001, momentum 0.9, wd 5e-4,
@@ -69,12 +79,33 @@ COLUMNS = ('rung', 'method', 'seed', 'arch', 'skip_edges', 'skip_edges_per_epoch
            'search_seconds', 'explainer_val_acc')
 
 
-def command(rung: str, method: str, seed: int, data_dir: str, workdir: str) -> list[str]:
-  config, overrides = DARTS_METHODS[method]
+# The study: method -> (config, overrides, base). LeaSE keeps the library's explanation and
+# audience defaults (a ResNet-18, width 16 here as in round one, γ = 1).
+STUDY_METHODS = {
+    'darts_2nd': ('nb201_cifar10_darts_2nd', (), 'darts'),
+    'lease_hvp': ('nb201_cifar10_lease', ('--config.search.mode=hvp',), 'darts'),
+    'lease_fd': ('nb201_cifar10_lease', ('--config.search.mode=finite_difference',), 'darts'),
+    'darts_1st': ('nb201_cifar10_darts_1st', (), 'darts'),
+    'pcdarts': ('nb201_cifar10_pcdarts', (), 'pc_darts'),
+    'lease_hvp_pcdarts': ('nb201_cifar10_lease_pcdarts', ('--config.search.mode=hvp',),
+                          'pc_darts'),
+}
+# Seeds per method: five for the paper's comparison and ours (DARTS-2nd, LeaSE hvp, LeaSE
+# finite difference), three for the others (issue 25).
+STUDY_SEEDS = {'darts_1st': 3, 'darts_2nd': 5, 'pcdarts': 3, 'lease_hvp': 5, 'lease_fd': 5,
+               'lease_hvp_pcdarts': 3}
+STUDY_RUNG = 'r3'
+STUDY_COLUMNS = ('dataset', 'method', 'base', 'seed', 'arch', 'skip_edges', 'search_seconds',
+                 'steps', 'explainer_val_acc', 'audience_val_acc')
+
+
+def command(rung: str, method: str, seed: int, data_dir: str, workdir: str,
+            *extra: str) -> list[str]:
+  config, overrides, _ = STUDY_METHODS[method]
   return [sys.executable, '-m', 'lease_jax.main',
           f'--config={os.path.join(CONFIG_DIR, config + ".py")}', f'--workdir={workdir}',
           f'--config.data.data_dir={data_dir}', f'--config.seed={seed}', *COMMON, *RUNGS[rung],
-          *overrides]
+          *overrides, *extra]
 
 
 def skip_edges(arch: str) -> int:
@@ -170,16 +201,128 @@ def ladder(data_dir: str, workdir: str, results: str) -> int:
   return 0
 
 
+def study_runs() -> list[tuple[str, int]]:
+  """The study's (method, seed) in the order they run: seed by seed, every method at each."""
+  return [(method, seed) for seed in range(1, max(STUDY_SEEDS.values()) + 1)
+          for method in STUDY_METHODS if seed <= STUDY_SEEDS[method]]
+
+
+def study_row(method: str, seed: int, summary: dict) -> dict:
+  """One `runs.csv` row of a finished study run."""
+  audience = summary.get('final_audience_val_acc')  # None without an audience (γ = 0)
+  return {'dataset': 'cifar10_jpeg', 'method': method, 'base': STUDY_METHODS[method][2],
+          'seed': seed, 'arch': summary['arch'], 'skip_edges': skip_edges(summary['arch']),
+          'search_seconds': round(summary['search_time_s'], 1), 'steps': summary['step'],
+          'explainer_val_acc': round(summary['final_explainer_val_acc'], 4),
+          'audience_val_acc': '' if audience is None else round(audience, 4)}
+
+
+def write_study(workdir: str, results: str) -> int:
+  """`runs.csv`, each finished run's history under `histories/`, and `lease-report`'s output
+  (`report/`) over the finished runs, unfinished ones listed; returns the finished count."""
+  from lease_jax import report
+  os.makedirs(os.path.join(results, 'histories'), exist_ok=True)
+  rows, started = [], []
+  for method, seed in study_runs():
+    name = f'{STUDY_RUNG}_{method}_seed{seed}'
+    run = os.path.join(workdir, name)
+    summary = read_summary(run)
+    if os.path.exists(os.path.join(run, 'config.json')):
+      started.append(run)
+    if summary and summary.get('finished'):
+      rows.append(study_row(method, seed, summary))
+      shutil.copyfile(os.path.join(run, 'history.jsonl'),
+                      os.path.join(results, 'histories', f'{name}.jsonl'))
+  tmp = os.path.join(results, 'runs.csv.tmp')
+  with open(tmp, 'w', newline='') as f:
+    writer = csv.DictWriter(f, STUDY_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+  os.replace(tmp, os.path.join(results, 'runs.csv'))
+  if started:
+    report.write_report(started, os.path.join(results, 'report'))
+  return len(rows)
+
+
+def study(data_dir: str, workdir: str, results: str) -> int:
+  """Runs the study's searches in `study_runs()` order, skipping finished ones and resuming an
+  unfinished one; rewrites the results after each."""
+  os.makedirs(workdir, exist_ok=True)
+  for method, seed in study_runs():
+    name = f'{STUDY_RUNG}_{method}_seed{seed}'
+    run = os.path.join(workdir, name)
+    summary = read_summary(run)
+    if summary and summary.get('finished'):
+      print(f'{name}: finished, skipped', flush=True)
+      continue
+    print(f'{name}: searching in {run}', flush=True)
+    with open(os.path.join(workdir, f'{name}.log'), 'a') as log:
+      result = subprocess.run(command(STUDY_RUNG, method, seed, data_dir, run), stdout=log,
+                              stderr=subprocess.STDOUT)
+    if result.returncode:
+      print(f'{name}: stopped (exit {result.returncode}); see its log', flush=True)
+      write_study(workdir, results)
+      return result.returncode
+    print(f'{name}: done; {write_study(workdir, results)} runs finished', flush=True)
+  return 0
+
+
+def measure(data_dir: str, workdir: str, rung: str = STUDY_RUNG, steps: int = 12,
+            methods: tuple[str, ...] = tuple(STUDY_METHODS)) -> list[dict]:
+  """Compilation and seconds per iteration of each study method at `rung`'s settings, each in
+  a fresh process (`steps` + 2 iterations; the first compiles, the second is discarded), read
+  from the run's `log.txt` (a line per step, stamped to the second), and the study's price at
+  that rung from them."""
+  import datetime
+  stamp = lambda line: datetime.datetime.strptime(line[:19], '%Y-%m-%d %H:%M:%S')
+  priced = []
+  for method in methods:
+    run = os.path.join(workdir, f'measure_{rung}_{method}')
+    shutil.rmtree(run, ignore_errors=True)
+    started = datetime.datetime.now()
+    subprocess.run(command(rung, method, 1, data_dir, run,
+                           f'--config.search.max_steps={steps + 2}', '--config.search.log_every=1'),
+                   capture_output=True, text=True, check=True)
+    with open(os.path.join(run, 'log.txt')) as f:
+      lines = f.read().splitlines()
+    times = [stamp(line) for line in lines if line[20:].startswith('step ')]
+    per_step = (times[-1] - times[1]).total_seconds() / (len(times) - 2)
+    first = (times[0] - started).total_seconds()
+    compiled = next(line[20:] for line in lines if 'first step done' in line)
+    total_steps = read_summary(run)['total_steps']
+    hours = STUDY_SEEDS[method] * (first + per_step * total_steps) / 3600
+    priced.append({'method': method, 'first_step_s': round(first), 'per_step_s': per_step,
+                   'seeds': STUDY_SEEDS[method], 'hours': hours})
+    print(f'{method}: process start to first step {first:.0f} s ({compiled}), then '
+          f'{per_step:.2f} s per iteration; {STUDY_SEEDS[method]} seeds x {total_steps} '
+          f'iterations = {hours:.1f} h', flush=True)
+  print(f'the study at {rung}: {sum(p["hours"] for p in priced):.1f} h', flush=True)
+  return priced
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('part', choices=('ladder',))
+  parser.add_argument('part', choices=('ladder', 'measure', 'study'))
   parser.add_argument('--data_dir', required=True, help='the CIFAR-10 (JPEG) image folder root')
   parser.add_argument('--workdir', required=True, help='where the searches run (and resume)')
   parser.add_argument('--results', default='experiments/results/nb201_round2')
+  parser.add_argument('--rung', default=STUDY_RUNG, choices=sorted(RUNGS),
+                      help='measure: the rung whose settings are timed')
+  parser.add_argument('--methods', default=','.join(STUDY_METHODS),
+                      help='measure: the methods timed, comma-separated')
   args = parser.parse_args(argv)
+  data_dir, workdir = os.path.abspath(args.data_dir), os.path.abspath(args.workdir)
+  if args.part == 'measure':
+    methods = tuple(m for m in args.methods.split(',') if m)
+    unknown = [m for m in methods if m not in STUDY_METHODS]
+    if unknown:
+      print(f'unknown methods {unknown}; accepted: {", ".join(STUDY_METHODS)}', file=sys.stderr)
+      return 2
+    measure(data_dir, workdir, args.rung, methods=methods)
+    return 0
   os.makedirs(args.results, exist_ok=True)
-  return ladder(os.path.abspath(args.data_dir), os.path.abspath(args.workdir),
-                os.path.abspath(args.results))
+  part = ladder if args.part == 'ladder' else study
+  return part(data_dir, workdir, os.path.abspath(args.results))
 
 
 if __name__ == '__main__':

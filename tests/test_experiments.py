@@ -1,6 +1,8 @@
 """The study scripts' own arithmetic (experiments/): what their results tables are computed from."""
 
+import csv
 import importlib.util
+import json
 import os
 
 import numpy as np
@@ -96,3 +98,40 @@ def test_ladder_reads_skip_edges_per_epoch_and_applies_its_rule():
   assert not nb201_round2.collapsed(rows, 'r3')          # another rung's rows do not count
   rows = [dict(r, method='darts_1st') for r in rows]
   assert not nb201_round2.collapsed(rows, 'r2')          # the rule reads DARTS-2nd only
+
+
+def _finished_run(path, seed, arch, audience):
+  path.mkdir(parents=True)
+  config = {'seed': seed, 'space': 'nb201', 'data': {'name': 'cifar10'},
+            'search': {'mode': 'hvp', 'gamma': 1.0}, 'explainer': {'base': 'darts'}}
+  (path / 'config.json').write_text(json.dumps(config))
+  entry = {'epoch': 1, 'step': 78, 'genotype': {'space': 'nb201', 'arch': arch},
+           'metrics': {'explainer_val_acc': 0.4, 'alpha_grad_norm': 0.1}}
+  (path / 'history.jsonl').write_text(json.dumps(entry) + '\n')
+  (path / 'summary.json').write_text(json.dumps({
+      'finished': True, 'arch': arch, 'genotype': entry['genotype'], 'step': 78,
+      'search_time_s': 61.26, 'final_explainer_val_acc': 0.41234,
+      'final_audience_val_acc': audience}))
+
+
+def test_study_runs_seed_by_seed_and_writes_runs_csv_with_its_base(tmp_path):
+  runs = nb201_round2.study_runs()
+  # Five seeds for DARTS-2nd and both LeaSE modes, three for the rest; every method's seed k
+  # before any method's seed k + 1.
+  assert sorted(runs) == sorted((m, s) for m, n in nb201_round2.STUDY_SEEDS.items()
+                                for s in range(1, n + 1))
+  assert [s for _, s in runs] == sorted(s for _, s in runs)
+  assert {m: n for m, n in nb201_round2.STUDY_SEEDS.items() if n >= 5} == {
+      'darts_2nd': 5, 'lease_hvp': 5, 'lease_fd': 5}
+  work, results = tmp_path / 'runs', tmp_path / 'results'
+  results.mkdir()
+  _finished_run(work / 'r3_lease_hvp_seed1', 1, SKIPPY, 0.3)
+  _finished_run(work / 'r3_pcdarts_seed2', 2, CONVY, None)
+  (work / 'r3_darts_2nd_seed1').mkdir()                    # started, nothing written yet
+  assert nb201_round2.write_study(str(work), str(results)) == 2
+  rows = list(csv.DictReader(open(results / 'runs.csv')))
+  assert [(r['method'], r['base'], r['seed'], r['skip_edges'], r['audience_val_acc'])
+          for r in rows] == [('lease_hvp', 'darts', '1', '4', '0.3'),
+                             ('pcdarts', 'pc_darts', '2', '1', '')]
+  assert (results / 'histories' / 'r3_pcdarts_seed2.jsonl').exists()
+  assert (results / 'report' / 'report.md').exists()
