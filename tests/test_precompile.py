@@ -6,6 +6,8 @@ import numpy as np
 
 from lease_jax import precompile
 
+import mappings
+
 _compiles = []
 jax.monitoring.register_event_duration_secs_listener(
     lambda event, seconds, **kwargs: _compiles.append(event)
@@ -94,3 +96,17 @@ def test_float64_programs_compile_in_the_calling_thread(monkeypatch):
     compiled = precompile.compile_all([(jax.jit(jnp.sin), (x,), {}), (jax.jit(jnp.cos), (x,), {})])
     np.testing.assert_allclose(compiled[0](x), np.sin(np.ones(3)))
     np.testing.assert_allclose(compiled[1](x), np.cos(np.ones(3)))
+
+
+def test_released_programs_give_their_memory_mappings_back():
+  """What the suite's release after each file rests on (conftest.py): each compiled CPU program
+  holds memory mappings until jax's caches drop it."""
+  before = mappings.count()
+  programs = [jax.jit(lambda x, k=k: jnp.sin(x) * k + 1.0) for k in range(60)]
+  for k, program in enumerate(programs):
+    program(jnp.ones((k + 1,))).block_until_ready()
+  grown = mappings.count()
+  assert grown >= before + 60
+  mappings.release_compiled_programs()
+  assert mappings.count() <= grown - 60
+  assert mappings.limit() > 0
