@@ -161,13 +161,36 @@ def finished_rows(workdir: str, results: str) -> list[dict]:
   return rows
 
 
-def write_ladder(rows: list[dict], results: str) -> None:
-  tmp = os.path.join(results, 'ladder.csv.tmp')
-  with open(tmp, 'w', newline='') as f:
-    writer = csv.DictWriter(f, COLUMNS)
+def write_csv(path: str, columns: tuple[str, ...], rows: list[dict]) -> None:
+  """`rows` as a CSV table at `path`, replaced whole (a reader never sees half a table)."""
+  with open(path + '.tmp', 'w', newline='') as f:
+    writer = csv.DictWriter(f, columns)
     writer.writeheader()
     writer.writerows(rows)
-  os.replace(tmp, os.path.join(results, 'ladder.csv'))
+  os.replace(path + '.tmp', path)
+
+
+def write_ladder(rows: list[dict], results: str) -> None:
+  write_csv(os.path.join(results, 'ladder.csv'), COLUMNS, rows)
+
+
+def run_search(rung: str, method: str, seed: int, data_dir: str, workdir: str) -> int | None:
+  """Runs `<rung>_<method>_seed<seed>` under `workdir` unless it finished (None: skipped; an
+  unfinished one resumes), its output appended to `<name>.log` beside it; the search's exit
+  status."""
+  name = f'{rung}_{method}_seed{seed}'
+  run = os.path.join(workdir, name)
+  summary = read_summary(run)
+  if summary and summary.get('finished'):
+    print(f'{name}: finished, skipped', flush=True)
+    return None
+  print(f'{name}: searching in {run}', flush=True)
+  with open(os.path.join(workdir, f'{name}.log'), 'a') as log:
+    result = subprocess.run(command(rung, method, seed, data_dir, run), stdout=log,
+                            stderr=subprocess.STDOUT)
+  if result.returncode:
+    print(f'{name}: stopped (exit {result.returncode}); see its log', flush=True)
+  return result.returncode
 
 
 def ladder(data_dir: str, workdir: str, results: str) -> int:
@@ -175,21 +198,10 @@ def ladder(data_dir: str, workdir: str, results: str) -> int:
   for rung in RUNGS:
     for method in DARTS_METHODS:
       for seed in SEEDS:
-        name = f'{rung}_{method}_seed{seed}'
-        run = os.path.join(workdir, name)
-        summary = read_summary(run)
-        if summary and summary.get('finished'):
-          print(f'{name}: finished, skipped', flush=True)
-          continue
-        print(f'{name}: searching in {run}', flush=True)
-        with open(os.path.join(workdir, f'{name}.log'), 'a') as log:
-          result = subprocess.run(command(rung, method, seed, data_dir, run), stdout=log,
-                                  stderr=subprocess.STDOUT)
-        if result.returncode:
-          print(f'{name}: failed (exit {result.returncode}); see its log', flush=True)
-          return result.returncode
+        status = run_search(rung, method, seed, data_dir, workdir)
+        if status:
+          return status
         write_ladder(finished_rows(workdir, results), results)
-        print(f'{name}: done', flush=True)
     rows = finished_rows(workdir, results)
     write_ladder(rows, results)
     if collapsed(rows, rung):
@@ -233,12 +245,7 @@ def write_study(workdir: str, results: str) -> int:
       rows.append(study_row(method, seed, summary))
       shutil.copyfile(os.path.join(run, 'history.jsonl'),
                       os.path.join(results, 'histories', f'{name}.jsonl'))
-  tmp = os.path.join(results, 'runs.csv.tmp')
-  with open(tmp, 'w', newline='') as f:
-    writer = csv.DictWriter(f, STUDY_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-  os.replace(tmp, os.path.join(results, 'runs.csv'))
+  write_csv(os.path.join(results, 'runs.csv'), STUDY_COLUMNS, rows)
   if started:
     report.write_report(started, os.path.join(results, 'report'))
   return len(rows)
@@ -249,21 +256,13 @@ def study(data_dir: str, workdir: str, results: str) -> int:
   unfinished one; rewrites the results after each."""
   os.makedirs(workdir, exist_ok=True)
   for method, seed in study_runs():
-    name = f'{STUDY_RUNG}_{method}_seed{seed}'
-    run = os.path.join(workdir, name)
-    summary = read_summary(run)
-    if summary and summary.get('finished'):
-      print(f'{name}: finished, skipped', flush=True)
+    status = run_search(STUDY_RUNG, method, seed, data_dir, workdir)
+    if status is None:
       continue
-    print(f'{name}: searching in {run}', flush=True)
-    with open(os.path.join(workdir, f'{name}.log'), 'a') as log:
-      result = subprocess.run(command(STUDY_RUNG, method, seed, data_dir, run), stdout=log,
-                              stderr=subprocess.STDOUT)
-    if result.returncode:
-      print(f'{name}: stopped (exit {result.returncode}); see its log', flush=True)
-      write_study(workdir, results)
-      return result.returncode
-    print(f'{name}: done; {write_study(workdir, results)} runs finished', flush=True)
+    finished = write_study(workdir, results)
+    if status:
+      return status
+    print(f'{finished} of the study\'s {len(study_runs())} runs finished', flush=True)
   return 0
 
 
