@@ -125,13 +125,14 @@ def test_study_runs_seed_by_seed_and_writes_runs_csv_with_its_base(tmp_path):
       'darts_2nd': 5, 'lease_hvp': 5, 'lease_fd': 5}
   work, results = tmp_path / 'runs', tmp_path / 'results'
   results.mkdir()
-  _finished_run(work / 'r3_lease_hvp_seed1', 1, SKIPPY, 0.3)
-  _finished_run(work / 'r3_pcdarts_seed2', 2, CONVY, None)
-  (work / 'r3_darts_2nd_seed1').mkdir()                    # started, nothing written yet
+  rung = nb201_round2.STUDY_RUNG
+  _finished_run(work / f'{rung}_lease_hvp_seed1', 1, SKIPPY, 0.3)
+  _finished_run(work / f'{rung}_pcdarts_seed2', 2, CONVY, None)
+  (work / f'{rung}_darts_2nd_seed1').mkdir()               # started, nothing written yet
   assert nb201_round2.write_study(str(work), str(results)) == 2
   rows = list(csv.DictReader(open(results / 'runs.csv')))
   assert [(r['method'], r['base'], r['seed'], r['skip_edges'], r['audience_val_acc'])
           for r in rows] == [('lease_hvp', 'darts', '1', '4', '0.3'),
                              ('pcdarts', 'pc_darts', '2', '1', '')]
-  assert (results / 'histories' / 'r3_pcdarts_seed2.jsonl').exists()
+  assert (results / 'histories' / f'{rung}_pcdarts_seed2.jsonl').exists()
   assert (results / 'report' / 'report.md').exists()
