@@ -146,13 +146,8 @@ def compile_all(calls, workers: int | None = None,
           errors.append(error)
           return
 
-  # Float64 programs (only the numerical-derivative tests build them) compile in the calling
-  # thread: jax 0.10.2 segfaulted three times in CI serialising a float64 PC-DARTS program for the
-  # persistent cache from a compile thread (`put_executable_and_time`).
-  threads = [] if x64 else [threading.Thread(target=work, name=f'compile_ahead_{k}')
-                            for k in range(min(workers or os.cpu_count() or 1, len(calls)))]
-  if not threads:
-    work()
+  threads = [threading.Thread(target=work, name=f'compile_ahead_{k}')
+             for k in range(min(workers or os.cpu_count() or 1, len(calls)))]
   for thread in threads:
     thread.start()
   try:

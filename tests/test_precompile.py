@@ -85,19 +85,6 @@ def test_compile_all_returns_the_programs_built_with_the_options_asked():
   assert precompile.run_once_options()  # on CPU: LLVM's optimisation off
 
 
-def test_float64_programs_compile_in_the_calling_thread(monkeypatch):
-  """Under x64 `compile_all` starts no thread (jax 0.10.2 segfaulted writing a float64 program to
-  the persistent cache from one) and still returns the compiled programs."""
-  def no_thread(*args, **kwargs):
-    raise AssertionError('compile_all started a thread under x64')
-  monkeypatch.setattr(precompile.threading, 'Thread', no_thread)
-  with jax.enable_x64(True):
-    x = jnp.ones((3,), jnp.float64)
-    compiled = precompile.compile_all([(jax.jit(jnp.sin), (x,), {}), (jax.jit(jnp.cos), (x,), {})])
-    np.testing.assert_allclose(compiled[0](x), np.sin(np.ones(3)))
-    np.testing.assert_allclose(compiled[1](x), np.cos(np.ones(3)))
-
-
 def test_released_programs_give_their_memory_mappings_back():
   """What the suite's release after each file rests on (conftest.py): each compiled CPU program
   holds memory mappings until jax's caches drop it."""
