@@ -390,10 +390,16 @@ class BatchStream:
     transform: the per-example transform.
     shuffle: reshuffle every epoch (training); otherwise the original order, with the last
       partial batch padded and masked (evaluation).
+    keep_partial: (training) each epoch ends with its partial batch, as PyTorch's DataLoader
+      without `drop_last` gives DARTS's `train.py`, trimmed to a multiple of `multiple` rows (the
+      devices it is split over); batches of fewer rows, a different set each epoch, are dropped
+      as without it. Otherwise every epoch drops its last `len(indices) % batch_size` examples.
+    multiple: see `keep_partial`.
   """
 
   def __init__(self, source, indices: np.ndarray, batch_size: int, seed: int,
-               transform: Transform, shuffle: bool = True, workers: int = 0):
+               transform: Transform, shuffle: bool = True, workers: int = 0,
+               keep_partial: bool = False, multiple: int = 1):
     if batch_size < 1:
       raise DataError(f'batch size must be >= 1, got {batch_size}')
     if shuffle and len(indices) < batch_size:
@@ -404,7 +410,12 @@ class BatchStream:
       source.check_same_size(self.indices)
     self.batch_size, self.seed, self.transform, self.shuffle = batch_size, seed, transform, shuffle
     ds = grain.MapDataset.source(self.indices)
-    if shuffle:
+    remainder = len(self.indices) % batch_size
+    self.partial_rows = remainder - remainder % multiple if shuffle and keep_partial else 0
+    if shuffle and self.partial_rows:
+      self._order = ds.shuffle(seed=seed).batch(batch_size, drop_remainder=False).repeat(None)
+      self.steps_per_epoch = len(self.indices) // batch_size + 1
+    elif shuffle:
       self._order = ds.shuffle(seed=seed).batch(batch_size, drop_remainder=True).repeat(None)
       self.steps_per_epoch = len(self.indices) // batch_size
     else:
@@ -425,10 +436,12 @@ class BatchStream:
       raise DataError(f'batch size {self.batch_size} does not split over {process_count} '
                       f'processes')
     chosen = self.global_indices(step)
+    if self.shuffle and len(chosen) < self.batch_size:  # an epoch's kept partial batch
+      chosen = chosen[:self.partial_rows]
     valid = len(chosen)
-    if valid < self.batch_size:  # final evaluation batch: pad by repeating the first example
-      chosen = np.concatenate([chosen, np.repeat(chosen[:1], self.batch_size - valid)])
-    per = self.batch_size // process_count
+    if valid < self.batch_size and not self.shuffle:  # final evaluation batch: pad it by
+      chosen = np.concatenate([chosen, np.repeat(chosen[:1], self.batch_size - valid)])  # repeats
+    per = len(chosen) // process_count
     rows = range(process_index * per, (process_index + 1) * per)
 
     def load(row):

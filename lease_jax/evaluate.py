@@ -166,7 +166,9 @@ def build(config, info: data.DatasetInfo, genotype: search_space.Genotype,
   return spec, init_state
 
 
-def train_streams(config, info, train_source, test_source):
+def train_streams(config, info, train_source, test_source, devices: int = 1):
+  """(train, test) streams of an evaluation; with `train.keep_partial_batch` each training epoch
+  ends with its partial batch (DARTS's `train.py`), as many rows of it as split over `devices`."""
   cfg = config.train
   train_transform = data.Transform(cfg.augment, info.mean, info.std, config.data.padding,
                                    cutout=int(cfg.cutout))
@@ -174,7 +176,9 @@ def train_streams(config, info, train_source, test_source):
                                   info.mean, info.std)
   workers = config.data.get('workers', 0)
   train = data.BatchStream(train_source, builders.train_indices(config, train_source),
-                           cfg.batch_size, config.seed, train_transform, workers=workers)
+                           cfg.batch_size, config.seed, train_transform, workers=workers,
+                           keep_partial=bool(cfg.get('keep_partial_batch', False)),
+                           multiple=devices)
   if test_source is None:
     raise data.DataError('the dataset has no test split (image folders need a test/ folder)')
   # A class-balanced subset when truncated (test folders list class by class), in source order.
@@ -214,7 +218,8 @@ def _train(config, genotype: search_space.Genotype, workdir: str, started: float
   cfg = config.train
   mesh = parallel.make_mesh(config)
   info, train_source, test_source = data.load_sources(config.data)
-  train, test = train_streams(config, info, train_source, test_source)
+  train, test = train_streams(config, info, train_source, test_source,
+                              devices=1 if mesh is None else mesh.devices.size)
   steps_per_epoch = train.steps_per_epoch
   groups = parallel.bn_groups(config, mesh)
   spec, init_state = build(config, info, genotype, steps_per_epoch, bn_groups=groups)

@@ -108,6 +108,32 @@ def test_evaluation_stream_pads_and_masks_the_last_batch():
   np.testing.assert_array_equal(labels, np.arange(20) % 10)
 
 
+def test_training_stream_keeps_each_epochs_partial_batch():
+  """DARTS's train.py (no `drop_last`): 22 examples in batches of 8 are 8, 8, 6 every epoch, each
+  example once an epoch, reshuffled; on 4 devices the partial batch keeps 4 rows; a remainder
+  below the device count is dropped as before (the stream without `keep_partial`)."""
+  images = np.zeros((22, 4, 4, 3), np.uint8)
+  images[:, 0, 0, 0] = np.arange(22)                       # each image's one pixel names it
+  source = data.ArraySource(images, np.arange(22) % 10)
+  transform = data.Transform('none', (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+  stream = lambda **kw: data.BatchStream(source, np.arange(22), 8, 3, transform, **kw)
+  kept = stream(keep_partial=True)
+  assert kept.steps_per_epoch == 3
+  epochs = [[kept.batch(3 * e + k)['image'][:, 0, 0, 0] for k in range(3)] for e in range(2)]
+  assert [len(b) for b in epochs[0]] == [8, 8, 6] == [len(b) for b in epochs[1]]
+  seen = [np.sort(np.concatenate(batches)) for batches in epochs]
+  np.testing.assert_array_equal(seen[0], seen[1])          # every example, once an epoch
+  assert len(np.unique(seen[0])) == 22
+  assert not np.array_equal(np.concatenate(epochs[0]), np.concatenate(epochs[1]))  # reshuffled
+  assert kept.batch(2)['mask'].tolist() == [1.0] * 6
+  assert [p['label'].shape[0] for p in (kept.batch(2, i, 2) for i in range(2))] == [3, 3]
+  four = stream(keep_partial=True, multiple=4)
+  assert four.steps_per_epoch == 3 and four.batch(2)['label'].shape == (4,)
+  dropped = stream(keep_partial=True, multiple=8)         # 6 rows cannot split over 8
+  assert dropped.steps_per_epoch == 2 == stream().steps_per_epoch
+  np.testing.assert_array_equal(dropped.batch(2)['label'], stream().batch(2)['label'])
+
+
 def test_cutout_zeroes_a_square():
   image = np.ones((32, 32, 3), np.float32)
   out = data.cutout(image, np.random.default_rng(0), 16)

@@ -139,6 +139,7 @@ def get_config() -> ml_collections.ConfigDict:
       augment='crop',
       epochs=5,
       batch_size=32,
+      keep_partial_batch=True,  # each epoch ends with its partial batch, as DARTS's train.py
       eval_batch_size=128,
       learning_rate=0.025,
       learning_rate_min=0.0,
