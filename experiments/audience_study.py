@@ -4,6 +4,11 @@
   python experiments/audience_study.py --dataset=cifar10 --data_dir=/tmp/cifar10-jpeg \
       --workdir=experiments/results/audience_study
   python experiments/audience_study.py --report --workdir=experiments/results/audience_study
+  # the conclusion on more seeds (issue 25): the clean control, the default, the paper-literal
+  # and the official-code settings, seeds 1-3, each with its shuffled control
+  python experiments/audience_study.py --dataset=cifar10 --data_dir=/tmp/cifar10-jpeg \
+      --workdir=experiments/results/audience_study \
+      --settings=label_zero_normsal,paper_literal,official_code --seeds=1,2,3
 
 For each explanation setting (`SETTINGS`), one search of `--steps` iterations from the same seed on
 the same batches, in which every level learns as in `lease-search` (E's real step, a fresh δ'
@@ -31,10 +36,15 @@ Measured per setting (the last quarter of the steps, or at the final state):
   saturated                the fraction of elements at ≥ 99% of their example's max |m| (a
                            saturated map ≈ 1 everywhere lets the audience see the clean image)
 
-Each (dataset, setting) runs in its own process (a process that compiles every setting's programs
-runs out of memory maps) and writes its own JSON file under `<workdir>/rows/`: a rerun skips
-what is finished, so the study resumes after an interruption. `--report` (also run at the end) writes
-`audience_study.md`, `.csv` and `.png` from every finished row.
+Each (dataset, setting, seed) runs in its own process (a process that compiles every setting's
+programs runs out of memory maps) and writes its own JSON file under `<workdir>/rows/`
+(`<dataset>__<setting>.json` for the first study's seed 0, `..._seed<k>.json` for `--seeds`): a
+rerun skips what is finished, so the study resumes after an interruption. `--report` (also run
+at the end) writes `audience_study.md`, `.csv` and `.png` from every finished row, and where a
+setting has rows of two or more seeds, `audience_seeds.md` / `.csv`: per setting the mean and
+standard error over its seeds of the audience's accuracy, of its shuffled control's, and of
+their gap (what the explanation adds over its shuffled map), each seed's gap paired within its
+own run.
 """
 
 from __future__ import annotations
@@ -83,17 +93,17 @@ SETTINGS = {
                                    clip=True, audience_input='saliency'),
 }
 CONTROL = 'control_clean'
-COLUMNS = ('dataset', 'setting', 'audience_val_acc', 'shuffled_val_acc', 'explainer_val_acc',
+COLUMNS = ('dataset', 'setting', 'seed', 'audience_val_acc', 'shuffled_val_acc', 'explainer_val_acc',
            'explainer_share', 'step_over_eps', 'audience_term_batch_cos',
            'audience_explainer_cos', 'audience_term_norm', 'explainer_term_norm', 'top10_share',
            'saturated', 'steps', 'seconds')
 
 
-def base_config(dataset: str, data_dir: str, steps: int):
+def base_config(dataset: str, data_dir: str, steps: int, seed: int = 0):
   """The study's search: a 3-cell C=8 supernet, a width-16 ResNet-18 audience, batch 32."""
   from lease_jax.configs import default
   config = default.get_config()
-  config.seed = 0
+  config.seed = seed
   config.explainer.layers = 3
   config.explainer.channels = 8
   config.audience.width = 16
@@ -108,13 +118,19 @@ def base_config(dataset: str, data_dir: str, steps: int):
   return config
 
 
-def run_setting(dataset: str, setting: str, data_dir: str, steps: int, eval_examples: int):
+def row_name(dataset: str, setting: str, seed: int) -> str:
+  """The row file of (dataset, setting, seed); seed 0's is the first study's name."""
+  return f'{dataset}__{setting}' + (f'__seed{seed}' if seed else '') + '.json'
+
+
+def run_setting(dataset: str, setting: str, data_dir: str, steps: int, eval_examples: int,
+                seed: int = 0):
   import jax
   import jax.numpy as jnp
 
   from lease_jax import builders, data, hypergrad as hg, lease, optim
 
-  config = base_config(dataset, data_dir, steps)
+  config = base_config(dataset, data_dir, steps, seed)
   control = setting == CONTROL
   if not control:
     options = dict(SETTINGS[setting])
@@ -180,8 +196,9 @@ def run_setting(dataset: str, setting: str, data_dir: str, steps: int, eval_exam
       continue
     before = state
     state, _ = step_fn(state, tb, vb, split_terms=False)
+    key = jax.random.PRNGKey(10_000 + step)  # the shuffled map's permutation
     inputs, stats = explanation_probe(before, state, tb['image'], tb['label'],
-                                      jax.random.PRNGKey(10_000 + step))
+                                      jax.random.fold_in(key, seed) if seed else key)
     W, opt = controls['shuffled']
     controls['shuffled'] = audience_step(W, opt, inputs, tb['label'])
     if step >= steps - tail:
@@ -205,7 +222,7 @@ def run_setting(dataset: str, setting: str, data_dir: str, steps: int, eval_exam
       count += float(batch['mask'].sum())
     return correct / count
 
-  row = {'dataset': dataset, 'setting': setting, 'steps': steps}
+  row = {'dataset': dataset, 'setting': setting, 'seed': seed, 'steps': steps}
   if control:
     row['audience_val_acc'] = accuracy(val_correct, controls['clean'][0])
     row['seconds'] = time.time() - started
@@ -241,8 +258,38 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
   return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float('nan')
 
 
+SEED_COLUMNS = ('dataset', 'setting', 'seeds', 'audience_val_acc', 'audience_val_acc_se',
+                'shuffled_val_acc', 'shuffled_val_acc_se', 'gap', 'gap_se')
+
+
+def seed_rows(rows: list[dict]) -> list[dict]:
+  """Per (dataset, setting) with rows of two or more seeds: the mean and standard error
+  (std with ddof 1 / sqrt(n)) of the audience's accuracy, its shuffled control's and their
+  paired gap (the clean control has no shuffled control: its gap is empty)."""
+  groups: dict[tuple[str, str], list[dict]] = {}
+  for row in rows:
+    groups.setdefault((row['dataset'], row['setting']), []).append(row)
+  out = []
+  for (dataset, setting), group in groups.items():
+    if len({r.get('seed', 0) for r in group}) < 2:
+      continue
+    entry = {'dataset': dataset, 'setting': setting,
+             'seeds': ' '.join(str(seed) for seed in sorted(r.get('seed', 0) for r in group))}
+    series = {'audience_val_acc': [r['audience_val_acc'] for r in group]}
+    if all('shuffled_val_acc' in r for r in group):
+      series['shuffled_val_acc'] = [r['shuffled_val_acc'] for r in group]
+      series['gap'] = [r['audience_val_acc'] - r['shuffled_val_acc'] for r in group]
+    for name, values in series.items():
+      values = np.asarray(values, np.float64)
+      entry[name] = float(values.mean())
+      entry[name + '_se'] = float(values.std(ddof=1) / np.sqrt(len(values)))
+    out.append(entry)
+  return out
+
+
 def report(workdir: str) -> None:
-  """The table (md, csv) and the plot of every finished row."""
+  """The table (md, csv) and the plot of every finished row; the seeds' table where a setting
+  has two or more seeds."""
   rows_dir = os.path.join(workdir, 'rows')
   rows = [json.load(open(os.path.join(rows_dir, f))) for f in sorted(os.listdir(rows_dir))
           if f.endswith('.json')] if os.path.isdir(rows_dir) else []
@@ -250,7 +297,23 @@ def report(workdir: str) -> None:
     print('no finished rows yet')
     return
   order = [CONTROL] + list(SETTINGS)
-  rows.sort(key=lambda r: (r['dataset'], order.index(r['setting'])))
+  rows.sort(key=lambda r: (r['dataset'], order.index(r['setting']), r.get('seed', 0)))
+  for row in rows:
+    row.setdefault('seed', 0)  # the first study's rows are seed 0
+  seeds = seed_rows(rows)
+  if seeds:
+    with open(os.path.join(workdir, 'audience_seeds.csv'), 'w', newline='') as f:
+      writer = csv.DictWriter(f, SEED_COLUMNS)
+      writer.writeheader()
+      writer.writerows(seeds)
+    cells = lambda r: [r['dataset'], r['setting'], r['seeds']] + [
+        f'{r[c]:.3f} ± {r[c + "_se"]:.3f}' if c in r else '' for c in
+        ('audience_val_acc', 'shuffled_val_acc', 'gap')]
+    table = ['| dataset | setting | seeds | audience val acc | shuffled control | gap |',
+             '|---|---|---|---|---|---|'] + ['| ' + ' | '.join(cells(r)) + ' |' for r in seeds]
+    with open(os.path.join(workdir, 'audience_seeds.md'), 'w') as f:
+      f.write('Mean ± standard error over the seeds (gap: the audience minus its shuffled '
+              'control, paired within each run).\n\n' + '\n'.join(table) + '\n')
   with open(os.path.join(workdir, 'audience_study.csv'), 'w', newline='') as f:
     writer = csv.DictWriter(f, COLUMNS, extrasaction='ignore')
     writer.writeheader()
@@ -266,8 +329,10 @@ def report(workdir: str) -> None:
   datasets = sorted({r['dataset'] for r in rows})
   fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 6), squeeze=False)
   for ax, dataset in zip(axes[0], datasets):
-    mine = [r for r in rows if r['dataset'] == dataset and r['setting'] != CONTROL]
-    clean = [r for r in rows if r['dataset'] == dataset and r['setting'] == CONTROL]
+    mine = [r for r in rows if r['dataset'] == dataset and r['setting'] != CONTROL
+            and r['seed'] == 0]  # the first study's seed; the seeds' table has the rest
+    clean = [r for r in rows if r['dataset'] == dataset and r['setting'] == CONTROL
+             and r['seed'] == 0]
     y = np.arange(len(mine))
     ax.barh(y + 0.2, [r['audience_val_acc'] for r in mine], 0.4, label='audience on a(δ\', x)')
     ax.barh(y - 0.2, [r.get('shuffled_val_acc', np.nan) for r in mine], 0.4,
@@ -294,17 +359,27 @@ def main(argv=None) -> int:
   parser.add_argument('--eval_examples', type=int, default=1000)
   parser.add_argument('--settings', default='', help='comma-separated subset of the settings')
   parser.add_argument('--report', action='store_true', help='only write the report')
+  parser.add_argument('--seeds', default='0', help='comma-separated seeds (0: the first study)')
   parser.add_argument('--one', default='', help=argparse.SUPPRESS)  # a child: one setting
   args = parser.parse_args(argv)
   if args.report:
     report(args.workdir)
     return 0
   steps = args.steps or (200 if args.dataset == 'digits' else 300)
+  try:
+    seeds = [int(s) for s in args.seeds.split(',') if s]
+  except ValueError:
+    seeds = []
+  if not seeds or min(seeds) < 0:
+    print(f'--seeds={args.seeds!r}; accepted: comma-separated whole numbers >= 0',
+          file=sys.stderr)
+    return 2
   if args.one:
     from lease_jax import cli_utils
     cli_utils.setup_jax()
-    path = os.path.join(args.workdir, 'rows', f'{args.dataset}__{args.one}.json')
-    row = run_setting(args.dataset, args.one, args.data_dir, steps, args.eval_examples)
+    path = os.path.join(args.workdir, 'rows', row_name(args.dataset, args.one, seeds[0]))
+    row = run_setting(args.dataset, args.one, args.data_dir, steps, args.eval_examples,
+                      seeds[0])
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:
       json.dump(row, f, indent=1)
@@ -318,18 +393,19 @@ def main(argv=None) -> int:
     print(f'unknown settings {unknown}; accepted: {", ".join(SETTINGS)}', file=sys.stderr)
     return 2
   os.makedirs(os.path.join(args.workdir, 'rows'), exist_ok=True)
-  for name in names:
-    path = os.path.join(args.workdir, 'rows', f'{args.dataset}__{name}.json')
-    if os.path.exists(path):
-      print(f'{args.dataset} {name}: finished, skipped', flush=True)
-      continue
-    print(f'{args.dataset} {name}: running {steps} steps', flush=True)
-    child = subprocess.run([sys.executable, os.path.abspath(__file__), f'--one={name}',
-                            f'--dataset={args.dataset}', f'--data_dir={args.data_dir}',
-                            f'--steps={steps}', f'--eval_examples={args.eval_examples}',
-                            f'--workdir={args.workdir}'])
-    if child.returncode:
-      print(f'{args.dataset} {name}: failed (exit {child.returncode})', flush=True)
+  for seed in seeds:
+    for name in names:
+      path = os.path.join(args.workdir, 'rows', row_name(args.dataset, name, seed))
+      if os.path.exists(path):
+        print(f'{args.dataset} {name} seed {seed}: finished, skipped', flush=True)
+        continue
+      print(f'{args.dataset} {name} seed {seed}: running {steps} steps', flush=True)
+      child = subprocess.run([sys.executable, os.path.abspath(__file__), f'--one={name}',
+                              f'--dataset={args.dataset}', f'--data_dir={args.data_dir}',
+                              f'--steps={steps}', f'--eval_examples={args.eval_examples}',
+                              f'--workdir={args.workdir}', f'--seeds={seed}'])
+      if child.returncode:
+        print(f'{args.dataset} {name} seed {seed}: failed (exit {child.returncode})', flush=True)
   report(args.workdir)
   return 0
 

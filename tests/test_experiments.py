@@ -136,3 +136,38 @@ def test_study_runs_seed_by_seed_and_writes_runs_csv_with_its_base(tmp_path):
                              ('pcdarts', 'pc_darts', '2', '1', '')]
   assert (results / 'histories' / f'{rung}_pcdarts_seed2.jsonl').exists()
   assert (results / 'report' / 'report.md').exists()
+
+
+audience_study = _load('audience_study')
+
+
+def test_audience_study_seeds_table_is_mean_and_standard_error_of_paired_gaps(tmp_path):
+  rows = tmp_path / 'rows'
+  rows.mkdir()
+  def write(setting, seed, audience, shuffled=None):
+    row = {'dataset': 'cifar10', 'setting': setting, 'seed': seed, 'audience_val_acc': audience}
+    if shuffled is not None:
+      row['shuffled_val_acc'] = shuffled
+    (rows / audience_study.row_name('cifar10', setting, seed)).write_text(json.dumps(row))
+  # the first study's row (seed 0, its old file name, no seed field) and two new seeds
+  (rows / 'cifar10__paper_literal.json').write_text(json.dumps(
+      {'dataset': 'cifar10', 'setting': 'paper_literal', 'audience_val_acc': 0.15,
+       'shuffled_val_acc': 0.17}))
+  write('paper_literal', 1, 0.20, 0.16)
+  write('paper_literal', 2, 0.25, 0.18)
+  write('control_clean', 1, 0.33)
+  write('control_clean', 2, 0.35)
+  write('official_code', 1, 0.19, 0.18)                    # one seed: not in the seeds' table
+  assert audience_study.row_name('cifar10', 'paper_literal', 0) == 'cifar10__paper_literal.json'
+  audience_study.report(str(tmp_path))
+  table = {r['setting']: r for r in csv.DictReader(open(tmp_path / 'audience_seeds.csv'))}
+  assert set(table) == {'paper_literal', 'control_clean'}
+  paper = table['paper_literal']
+  gaps = np.array([0.15 - 0.17, 0.20 - 0.16, 0.25 - 0.18])
+  assert paper['seeds'] == '0 1 2'
+  assert float(paper['gap']) == pytest.approx(gaps.mean())
+  assert float(paper['gap_se']) == pytest.approx(gaps.std(ddof=1) / np.sqrt(3))
+  assert float(paper['audience_val_acc']) == pytest.approx(0.2)
+  assert table['control_clean']['gap'] == ''                # no shuffled control
+  assert 'paper_literal | 0 1 2 | 0.200 ± 0.029' in (tmp_path / 'audience_seeds.md').read_text()
+  assert audience_study.main(['--workdir', str(tmp_path), '--seeds=a,1']) == 2
