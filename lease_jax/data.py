@@ -390,10 +390,11 @@ class BatchStream:
     transform: the per-example transform.
     shuffle: reshuffle every epoch (training); otherwise the original order, with the last
       partial batch padded and masked (evaluation).
-    keep_partial: (training) each epoch ends with its partial batch, as PyTorch's DataLoader
-      without `drop_last` gives DARTS's `train.py`, trimmed to a multiple of `multiple` rows (the
-      devices it is split over); batches of fewer rows, a different set each epoch, are dropped
-      as without it. Otherwise every epoch drops its last `len(indices) % batch_size` examples.
+    keep_partial: (training) end each epoch with its partial batch, as DARTS's `train.py` gets
+      from PyTorch's DataLoader (no `drop_last`): as many of its rows as make a multiple of
+      `multiple` (the devices it is split over); a remainder below `multiple` is dropped. Without
+      it each epoch drops its last `len(indices) % batch_size` examples (a different set each
+      epoch).
     multiple: see `keep_partial`.
   """
 
@@ -439,8 +440,9 @@ class BatchStream:
     if self.shuffle and len(chosen) < self.batch_size:  # an epoch's kept partial batch
       chosen = chosen[:self.partial_rows]
     valid = len(chosen)
-    if valid < self.batch_size and not self.shuffle:  # final evaluation batch: pad it by
-      chosen = np.concatenate([chosen, np.repeat(chosen[:1], self.batch_size - valid)])  # repeats
+    if valid < self.batch_size and not self.shuffle:
+      # The final evaluation batch, padded to full size by repeating its first example (masked).
+      chosen = np.concatenate([chosen, np.repeat(chosen[:1], self.batch_size - valid)])
     per = len(chosen) // process_count
     rows = range(process_index * per, (process_index + 1) * per)
 
