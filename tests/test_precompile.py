@@ -1,8 +1,11 @@
 """Compiling ahead: the outermost recorded programs, once each; the real call compiles nothing."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from lease_jax import precompile
 
@@ -85,6 +88,7 @@ def test_compile_all_returns_the_programs_built_with_the_options_asked():
   assert precompile.run_once_options()  # on CPU: LLVM's optimisation off
 
 
+@pytest.mark.skipif(not os.path.exists('/proc/self/maps'), reason='counts Linux mappings')
 def test_released_programs_give_their_memory_mappings_back():
   """What the suite's release after each file rests on (conftest.py): each compiled CPU program
   holds memory mappings until jax's caches drop it."""
@@ -96,4 +100,3 @@ def test_released_programs_give_their_memory_mappings_back():
   assert grown >= before + 60
   mappings.release_compiled_programs()
   assert mappings.count() <= grown - 60
-  assert mappings.limit() > 0
