@@ -23,10 +23,23 @@ import time
 import types
 
 
-def _cpu_only(torch) -> None:
-  """`.cuda()` returns the object itself: the 2018 code calls it on every module and tensor."""
+def cpu_only(torch) -> None:
+  """`.cuda()` returns the object itself and `torch.cuda.FloatTensor` is the CPU tensor: the
+  2018 code calls the first on every module and tensor, and makes drop path's mask with the
+  second."""
   torch.Tensor.cuda = lambda self, *args, **kwargs: self
   torch.nn.Module.cuda = lambda self, *args, **kwargs: self
+  torch.cuda.FloatTensor = torch.FloatTensor
+
+
+def darts_cnn_dir(darts_dir: str, needed: str) -> str:
+  """`<darts_dir>/cnn`, or exits 2 in one line where `needed` is not there."""
+  cnn = os.path.join(darts_dir, 'cnn')
+  if not os.path.isfile(os.path.join(cnn, needed)):
+    print(f'--darts_dir={darts_dir}: no cnn/{needed} there; accepted: a checkout of '
+          'https://github.com/quark0/darts', file=sys.stderr)
+    sys.exit(2)
+  return cnn
 
 
 def main() -> int:
@@ -38,14 +51,10 @@ def main() -> int:
   parser.add_argument('--unrolled', action='store_true', help='DARTS-2nd (default: DARTS-1st)')
   parser.add_argument('--repeats', type=int, default=2)
   args = parser.parse_args()
-  cnn = os.path.join(args.darts_dir, 'cnn')
-  if not os.path.isfile(os.path.join(cnn, 'architect.py')):
-    print(f'--darts_dir={args.darts_dir}: no cnn/architect.py there; accepted: a checkout of '
-          'https://github.com/quark0/darts', file=sys.stderr)
-    return 2
+  cnn = darts_cnn_dir(args.darts_dir, 'architect.py')
 
   import torch
-  _cpu_only(torch)
+  cpu_only(torch)
   sys.path.insert(0, cnn)
   from architect import Architect  # pylint: disable=import-error
   from model_search import Network  # pylint: disable=import-error

@@ -17,6 +17,15 @@ seed, the yardstick for the approximations' differences.
 Each search is `lease-search` on `configs/search_cifar10_small.py` (resumable: the same command
 skips finished searches and resumes an unfinished one); then `searches.md`, `searches.csv` and
 `alpha_distance.png` are written from the runs' `history.jsonl`.
+
+`--settings` (default: the three modes) names what searches beside `hvp`: a mode, or a
+multi-step or implicit setting named as `lease-compare-grads` names it (`unroll_<K>`,
+`unroll_<K>_<J>_<M>`, `cg_<n>`, `neumann_<n>`): e.g. the one-step and the 2-step searches of one
+seed (issue 26),
+
+  python experiments/mode_searches.py --data_dir=/tmp/cifar10-jpeg --workdir=runs/mode_searches \
+      --results=experiments/results/compare_hypergrads_cifar10/searches_multistep \
+      --seeds=2 --control_seeds= --settings=hvp,unroll_2
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import sys
 import numpy as np
 
 MODES = ('hvp', 'finite_difference', 'first_order')
+UNROLLED_STEPS = ('explainer_steps', 'explanation_steps', 'audience_steps')
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'lease_jax',
                       'configs', 'search_cifar10_small.py')
 
@@ -67,15 +77,42 @@ def search_name(mode: str, seed: int, first_seed: int) -> str:
   return mode if seed == first_seed else f'{mode}_seed{seed}'
 
 
-def plan_searches(seeds: list[int], control_seeds: list[int]) -> list[tuple[str, str, int, str]]:
-  """(name, mode, seed, reference's name) of every search: each mode at every seed against the
-  hvp search of its seed; hvp at a later seed (a control) against the first seed's."""
+def search_flags(setting: str) -> list[str]:
+  """The `lease-search` flags of a setting: a mode of MODES, or a multi-step or implicit setting
+  of `hypergrad_study.parse_setting` (its mode, unrolled steps and solver); one-line error else."""
+  if setting in MODES:
+    return [f'--config.search.mode={setting}']
+  from lease_jax import errors, hypergrad_study
+  accepted = (f'accepted: {", ".join(MODES)}, unroll_<K>, unroll_<K>_<J>_<M>, cg_<n>, '
+              'neumann_<n>')
+  try:
+    parsed = hypergrad_study.parse_setting(setting)
+  except errors.UserError:
+    raise errors.UserError(f'--settings: {setting!r}; {accepted}') from None
+  if parsed.darts2 or parsed.official_sign or parsed.mode not in ('hvp', 'implicit'):
+    raise errors.UserError(f'--settings: {setting!r}; {accepted}')
+  flags = [f'--config.search.mode={parsed.mode}']
+  flags += [f'--config.hypergrad.{field}={k}' for field, k in zip(UNROLLED_STEPS, parsed.steps)
+            if k != 1]
+  if parsed.solver is not None:
+    flags += [f'--config.hypergrad.implicit_solver={parsed.solver}',
+              f'--config.hypergrad.implicit_iterations={parsed.iterations}']
+  return flags
+
+
+def plan_searches(seeds: list[int], control_seeds: list[int],
+                  settings: tuple[str, ...] = MODES) -> list[tuple[str, str, int, str]]:
+  """(name, setting, seed, reference's name) of every search: each setting at every seed
+  against the hvp search of its seed; hvp at a later seed (a control) against the first
+  seed's."""
+  if 'hvp' not in settings:
+    raise ValueError(f'settings {settings}: hvp, the reference of every search, must be one')
   first = seeds[0]
   plan = []
   for seed in seeds + [s for s in control_seeds if s not in seeds]:
-    for mode in (MODES if seed in seeds else ('hvp',)):
-      reference = search_name('hvp', first if mode == 'hvp' else seed, first)
-      plan.append((search_name(mode, seed, first), mode, seed, reference))
+    for setting in (settings if seed in seeds else ('hvp',)):
+      reference = search_name('hvp', first if setting == 'hvp' else seed, first)
+      plan.append((search_name(setting, seed, first), setting, seed, reference))
   return plan
 
 
@@ -159,21 +196,31 @@ def main() -> None:
                       help='comma-separated seeds at which every mode searches')
   parser.add_argument('--control_seeds', default='2',
                       help='comma-separated seeds of hvp-only control searches ("" for none)')
+  parser.add_argument('--settings', default=','.join(MODES),
+                      help='comma-separated settings searched at every seed of --seeds (hvp '
+                      'among them): modes, unroll_<K>, unroll_<K>_<J>_<M>, cg_<n>, neumann_<n>')
   args, extra = parser.parse_known_args()
   seeds, control_seeds = [_seed_list(parser, flag, getattr(args, flag))
                           for flag in ('seeds', 'control_seeds')]
   if not seeds:
     parser.error('--seeds: at least one seed')
-  plan = plan_searches(seeds, control_seeds)
+  settings = tuple(s.strip() for s in args.settings.split(',') if s.strip())
+  if 'hvp' not in settings:
+    parser.error(f'--settings={args.settings}: hvp, the reference of every search, must be one')
+  from lease_jax import errors
+  try:
+    flags = {setting: search_flags(setting) for setting in settings}
+  except errors.UserError as e:
+    parser.error(str(e))
+  plan = plan_searches(seeds, control_seeds, settings)
   histories = {}
-  for name, mode, seed, _ in plan:
+  for name, setting, seed, _ in plan:
     workdir = os.path.join(args.workdir, name)
     if not _finished(workdir):
       print(f'{name}: searching in {workdir}', flush=True)
       subprocess.run([sys.executable, '-m', 'lease_jax.main', f'--config={CONFIG}',
                       f'--workdir={workdir}', f'--config.data.data_dir={args.data_dir}',
-                      f'--config.seed={seed}', f'--config.search.mode={mode}', *extra],
-                     check=True)
+                      f'--config.seed={seed}', *flags[setting], *extra], check=True)
     histories[name] = read_history(workdir)
   command = 'python experiments/mode_searches.py ' + ' '.join(sys.argv[1:])
   references = {name: reference for name, _, _, reference in plan}

@@ -52,6 +52,29 @@ def test_plan_pairs_each_mode_with_the_hvp_search_of_its_seed():
       'first_order_seed2': ('first_order', 2, 'hvp_seed2'), 'hvp_seed3': ('hvp', 3, 'hvp')}
 
 
+def test_plan_pairs_a_multistep_setting_with_the_one_step_search_of_its_seed():
+  plan = mode_searches.plan_searches([2], [], ('hvp', 'unroll_2'))
+  assert plan == [('hvp', 'hvp', 2, 'hvp'), ('unroll_2', 'unroll_2', 2, 'hvp')]
+  with pytest.raises(ValueError, match='hvp'):
+    mode_searches.plan_searches([1], [], ('unroll_2',))
+
+
+def test_search_flags_name_the_mode_the_unrolled_steps_and_the_solver():
+  from lease_jax import errors
+  assert mode_searches.search_flags('first_order') == ['--config.search.mode=first_order']
+  assert mode_searches.search_flags('unroll_2') == [
+      '--config.search.mode=hvp', '--config.hypergrad.explainer_steps=2',
+      '--config.hypergrad.explanation_steps=2', '--config.hypergrad.audience_steps=2']
+  assert mode_searches.search_flags('unroll_1_3_1') == [
+      '--config.search.mode=hvp', '--config.hypergrad.explanation_steps=3']
+  assert mode_searches.search_flags('neumann_5') == [
+      '--config.search.mode=implicit', '--config.hypergrad.implicit_solver=neumann',
+      '--config.hypergrad.implicit_iterations=5']
+  for bad in ('unroll_0', 'darts2_unroll_2', 'official_sign', 'fd_0.01', 'exactly'):
+    with pytest.raises(errors.UserError, match=f"--settings: '{bad}'; accepted: hvp"):
+      mode_searches.search_flags(bad)
+
+
 def test_compare_histories_measures_every_search_against_its_reference():
   changed = [list(e) for e in NORMAL]
   changed[0] = ['max_pool_3x3', 0]
