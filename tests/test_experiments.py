@@ -194,3 +194,24 @@ def test_audience_study_seeds_table_is_mean_and_standard_error_of_paired_gaps(tm
   assert table['control_clean']['gap'] == ''                # no shuffled control
   assert 'paper_literal | 0 1 2 | 0.200 ± 0.029' in (tmp_path / 'audience_seeds.md').read_text()
   assert audience_study.main(['--workdir', str(tmp_path), '--seeds=a,1']) == 2
+
+
+def test_vs_pytorch_table_pairs_each_seed_and_epoch_of_both_sides(tmp_path):
+  vs_pytorch = _load('vs_pytorch_table')
+  for seed, (ours, theirs) in {1: (0.30, 0.40), 2: (0.34, 0.36), 3: (0.5, None)}.items():
+    (tmp_path / f'ours_seed{seed}').mkdir()
+    (tmp_path / f'ours_seed{seed}' / 'history.jsonl').write_text(json.dumps(
+        {'epoch': 1, 'step': 521, 'train': {'learning_rate': 0.025, 'train_loss': 1.5,
+                                            'train_loss_with_aux': 1.6, 'train_acc': 0.4},
+         'test': {'test_acc': ours}}) + '\n')
+    if theirs is not None:  # seed 3: train.py's side not run, so not in the table
+      (tmp_path / f'pytorch_seed{seed}.json').write_text(json.dumps({'history': [
+          {'epoch': 1, 'learning_rate': 0.025, 'train_loss': 1.7, 'train_acc': 0.41,
+           'test_acc': theirs}]}))
+  runs = vs_pytorch.read_runs(str(tmp_path))
+  assert sorted(runs) == [1, 2]
+  assert runs[1]['ours'][0]['train_loss'] == 1.6  # train.py's objective: with the aux share
+  text = vs_pytorch.table(runs)
+  assert '| 1 | 1 | 0.0250 / 0.0250 | 1.6000 / 1.7000 | 0.4000 / 0.4100 | 0.3000 / 0.4000 |' in text
+  # Mean gap (-0.10 - 0.02) / 2 = -0.06, std over the two seeds 0.0566.
+  assert '| 1 | 2 | 0.3200 | 0.3800 | -0.0600 ± 0.0566 |' in text
