@@ -8,7 +8,8 @@ the reference that `lease-train`'s per-epoch accuracies are compared with (issue
 `cnn/model.py` (NetworkCIFAR), `cnn/genotypes.py` and `cnn/utils.py` (its CIFAR-10 transforms:
 random crop with padding 4, horizontal flip, the CIFAR mean and std) are imported unmodified
 from the checkout; `.cuda()` is a no-op and drop path's mask a CPU tensor (`cpu_only`). The loop
-is `train.py`'s, line for line, with its defaults (batch 96, SGD 0.025, momentum 0.9, weight
+is `train.py`'s (its PyTorch 0.3 calls in today's form: `loss.item()`, `clip_grad_norm_`), with
+its defaults (batch 96, SGD 0.025, momentum 0.9, weight
 decay 3e-4, gradient clip 5, drop path 0.2 ramped by epoch / epochs, no auxiliary head, no
 cutout, `DataLoader(shuffle=True, num_workers=2)` keeping each epoch's partial batch), except
 that the data are the JPEG image folders (`torchvision.datasets.ImageFolder`: `train/` to train,

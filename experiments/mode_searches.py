@@ -106,7 +106,7 @@ def plan_searches(seeds: list[int], control_seeds: list[int],
   against the hvp search of its seed; hvp at a later seed (a control) against the first
   seed's."""
   if 'hvp' not in settings:
-    raise ValueError(f'settings {settings}: hvp, the reference of every search, must be one')
+    raise ValueError('hvp, the reference of every search, must be one of the settings')
   first = seeds[0]
   plan = []
   for seed in seeds + [s for s in control_seeds if s not in seeds]:
@@ -205,14 +205,12 @@ def main() -> None:
   if not seeds:
     parser.error('--seeds: at least one seed')
   settings = tuple(s.strip() for s in args.settings.split(',') if s.strip())
-  if 'hvp' not in settings:
-    parser.error(f'--settings={args.settings}: hvp, the reference of every search, must be one')
   from lease_jax import errors
   try:
+    plan = plan_searches(seeds, control_seeds, settings)
     flags = {setting: search_flags(setting) for setting in settings}
-  except errors.UserError as e:
-    parser.error(str(e))
-  plan = plan_searches(seeds, control_seeds, settings)
+  except (ValueError, errors.UserError) as e:
+    parser.error(f'--settings={args.settings}: {e}' if isinstance(e, ValueError) else str(e))
   histories = {}
   for name, setting, seed, _ in plan:
     workdir = os.path.join(args.workdir, name)
