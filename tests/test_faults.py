@@ -14,6 +14,12 @@ import numpy as np
 import pytest
 from cli_helpers import TINY, error_lines, run_cli, snapshot
 
+# The searches here are first order: the faults are those of the files, the checkpoints and the
+# command line, the same for every hypergradient mode, and first order's programs are the
+# quickest to build (a warm run takes ~2/3 of hvp's time). hvp's own kill -9 resume is checked
+# bitwise in test_pipeline.py.
+SEARCH = (f'--config={TINY}', '--config.search.mode=first_order')
+
 CONFIG_FILES = {
     'syntax.py': ('def get_config(:\n', 'SyntaxError: invalid syntax'),
     'imports.py': ('import no_such_module_here\n', "No module named 'no_such_module_here'"),
@@ -62,7 +68,7 @@ def test_lease_train_refuses_a_config_without_a_train_block(tmp_path, cli_env):
 def test_a_workdir_that_cannot_hold_a_run_is_one_line(tmp_path, cli_env, workdir, expected):
   (tmp_path / 'a_file').write_text('keep me')
   target = str(tmp_path / workdir) if workdir else ''
-  result = run_cli('main', f'--config={TINY}', f'--workdir={target}', env=cli_env, check=False)
+  result = run_cli('main', *SEARCH, f'--workdir={target}', env=cli_env, check=False)
   _assert_one_line(result, 2, expected)
   assert (tmp_path / 'a_file').read_text() == 'keep me'
 
@@ -73,7 +79,7 @@ def test_a_read_only_workdir_is_an_environment_fault(tmp_path, cli_env):
   parent.mkdir()
   parent.chmod(0o500)
   try:
-    result = run_cli('main', f'--config={TINY}', f'--workdir={parent / "run"}', env=cli_env,
+    result = run_cli('main', *SEARCH, f'--workdir={parent / "run"}', env=cli_env,
                      check=False)
   finally:
     parent.chmod(0o700)
@@ -95,7 +101,7 @@ def _image_folder(root, sizes):
 def test_images_of_different_sizes_are_refused_before_compiling(tmp_path, cli_env):
   root = tmp_path / 'images'
   _image_folder(root, {('train', 'dog', 5): 10})
-  result = run_cli('main', f'--config={TINY}', f'--workdir={tmp_path / "run"}',
+  result = run_cli('main', *SEARCH, f'--workdir={tmp_path / "run"}',
                    '--config.data.source=image_folder', f'--config.data.data_dir={root}',
                    '--config.data.max_examples=-1', env=cli_env, check=False)
   line = _assert_one_line(result, 2, 'images of different sizes', 'is 8x8',
@@ -108,7 +114,7 @@ def test_images_of_different_sizes_are_refused_before_compiling(tmp_path, cli_en
 def finished(tmp_path_factory, cli_env):
   """A finished tiny search (2 epochs of 3 steps)."""
   workdir = tmp_path_factory.mktemp('faults') / 'run'
-  run_cli('main', f'--config={TINY}', f'--workdir={workdir}', env=cli_env)
+  run_cli('main', *SEARCH, f'--workdir={workdir}', env=cli_env)
   return workdir
 
 
@@ -118,7 +124,7 @@ def test_a_damaged_checkpoint_is_one_line_and_nothing_is_touched(finished, tmp_p
   data = workdir / 'checkpoints' / '6' / 'state' / 'ocdbt.process_0' / 'd'
   shutil.rmtree(data)
   before = snapshot(workdir)
-  result = run_cli('main', f'--config={TINY}', f'--workdir={workdir}', env=cli_env,
+  result = run_cli('main', *SEARCH, f'--workdir={workdir}', env=cli_env,
                    check=False)
   _assert_one_line(result, 2, 'checkpoints/6 cannot be restored', 'move it aside')
   assert 'TensorStore details' not in result.stderr
@@ -144,11 +150,11 @@ def test_a_full_disk_stops_with_one_line_and_the_run_resumes(finished, tmp_path,
   workdir = tmp_path / 'run'
   full = dict(cli_env, PYTHONPATH=os.pathsep.join(filter(None, [str(inject),
                                                                 cli_env.get('PYTHONPATH')])))
-  result = run_cli('main', f'--config={TINY}', f'--workdir={workdir}',
+  result = run_cli('main', *SEARCH, f'--workdir={workdir}',
                    '--config.search.plot_every=1', env=full, check=False)
   _assert_one_line(result, 1, 'No space left on device', 'epoch001', 'rerun the same command')
   assert os.listdir(workdir / 'checkpoints')
-  run_cli('main', f'--config={TINY}', f'--workdir={workdir}', env=cli_env)
+  run_cli('main', *SEARCH, f'--workdir={workdir}', env=cli_env)
   assert _history_without_clock(workdir) == _history_without_clock(finished)
   assert (workdir / 'alphas.json').read_bytes() == (finished / 'alphas.json').read_bytes()
 
@@ -178,12 +184,12 @@ def test_a_disk_that_fills_during_a_checkpoint_save_is_one_line_and_the_run_resu
       '  return await _write(rslices, spec, **kwargs)\n\n'
       'serialization.async_serialize_from_host = _full\n'))
   workdir = tmp_path / 'run'
-  result = run_cli('main', f'--config={TINY}', f'--workdir={workdir}', env=full, check=False)
+  result = run_cli('main', *SEARCH, f'--workdir={workdir}', env=full, check=False)
   _assert_one_line(result, 1, 'No space left on device', 'checkpoints', 'rerun the same command')
   assert 'Traceback' not in result.stderr
   assert '2' in os.listdir(workdir / 'checkpoints') and '3' not in os.listdir(
       workdir / 'checkpoints')
-  run_cli('main', f'--config={TINY}', f'--workdir={workdir}', env=cli_env)
+  run_cli('main', *SEARCH, f'--workdir={workdir}', env=cli_env)
   assert _history_without_clock(workdir) == _history_without_clock(finished)
   assert (workdir / 'alphas.json').read_bytes() == (finished / 'alphas.json').read_bytes()
 
@@ -204,12 +210,12 @@ def test_ctrl_c_as_a_checkpoint_write_starts_lets_it_land(finished, tmp_path, cl
       'async_checkpointer.AsyncCheckpointer.save = _save_interrupted\n'))
   workdir = tmp_path / 'run'
   result = subprocess.run(
-      [sys.executable, '-m', 'lease_jax.main', f'--config={TINY}', f'--workdir={workdir}'],
+      [sys.executable, '-m', 'lease_jax.main', *SEARCH, f'--workdir={workdir}'],
       env=interrupt, capture_output=True, text=True, timeout=600,
       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
   _assert_one_line(result, 130, 'interrupted at step 3', 'resume from step 3')
   assert '3' in os.listdir(workdir / 'checkpoints')
-  run_cli('main', f'--config={TINY}', f'--workdir={workdir}', env=cli_env)
+  run_cli('main', *SEARCH, f'--workdir={workdir}', env=cli_env)
   assert _history_without_clock(workdir) == _history_without_clock(finished)
 
 
@@ -230,7 +236,7 @@ def test_an_orbax_write_error_is_read_as_the_machine_fault_it_carries():
 def test_ctrl_c_stops_with_one_line_after_the_checkpoint_lands(tmp_path, cli_env):
   workdir = tmp_path / 'run'
   process = subprocess.Popen(
-      [sys.executable, '-m', 'lease_jax.main', f'--config={TINY}', f'--workdir={workdir}',
+      [sys.executable, '-m', 'lease_jax.main', *SEARCH, f'--workdir={workdir}',
        '--config.search.epochs=100'], env=cli_env, stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True,
       # As from a terminal: a pytest-xdist worker (like a shell's background job) ignores SIGINT,
@@ -294,7 +300,7 @@ def test_finished_outputs_are_never_overwritten_by_another_config(finished, tmp_
   shutil.copytree(finished, workdir)
   _without(workdir, *removed)
   before = snapshot(workdir)
-  result = run_cli('main', f'--config={TINY}', f'--workdir={workdir}',
+  result = run_cli('main', *SEARCH, f'--workdir={workdir}',
                    '--config.search.gamma=0.5', env=cli_env, check=False)
   _assert_one_line(result, 2, expected)
   assert snapshot(workdir) == before
@@ -306,7 +312,7 @@ def test_a_second_process_on_a_workdir_in_use_is_refused(finished, tmp_path, cli
   shutil.copytree(finished, workdir)
   with harness.one_run(str(workdir), 'a test'):  # held by this (running) process
     before = snapshot(workdir)
-    result = run_cli('main', f'--config={TINY}', f'--workdir={workdir}', env=cli_env,
+    result = run_cli('main', *SEARCH, f'--workdir={workdir}', env=cli_env,
                      check=False)
     _assert_one_line(result, 2, f'is in use by process {os.getpid()} (a test')
     assert snapshot(workdir) == before
@@ -332,14 +338,14 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, capsys):
                                               'data.max_examples = 1')])
 def test_a_non_finite_or_impossible_number_is_refused_naming_the_field(tmp_path, cli_env,
                                                                       override, field):
-  result = run_cli('main', f'--config={TINY}', f'--workdir={tmp_path / "run"}', override,
+  result = run_cli('main', *SEARCH, f'--workdir={tmp_path / "run"}', override,
                    env=cli_env, check=False)
   _assert_one_line(result, 2, field)
   assert not (tmp_path / 'run').exists()
 
 
 def test_a_stray_argument_is_refused(tmp_path, cli_env):
-  result = run_cli('main', f'--config={TINY}', str(tmp_path / 'mywork'), env=cli_env,
+  result = run_cli('main', *SEARCH, str(tmp_path / 'mywork'), env=cli_env,
                    check=False)
   _assert_one_line(result, 2, f"unexpected argument '{tmp_path / 'mywork'}'",
                    f'did you mean --workdir={tmp_path / "mywork"}?')
@@ -349,7 +355,7 @@ def test_a_stray_argument_is_refused(tmp_path, cli_env):
 def test_a_tilde_in_a_path_flag_is_the_home_directory(tmp_path, cli_env, monkeypatch):
   home = tmp_path / 'home'
   home.mkdir()
-  result = run_cli('main', f'--config={TINY}', '--workdir=~/run', '--config.search.max_steps=0',
+  result = run_cli('main', *SEARCH, '--workdir=~/run', '--config.search.max_steps=0',
                    env=dict(cli_env, HOME=str(home)), check=False)
   assert result.returncode == 0, result.stderr[-2000:]
   assert (home / 'run' / 'config.json').exists() and not os.path.exists('~')
@@ -367,7 +373,7 @@ def test_a_tilde_in_a_path_flag_is_the_home_directory(tmp_path, cli_env, monkeyp
 @pytest.mark.parametrize('side', [9, 1])
 def test_images_the_supernet_cannot_halve_are_refused_before_compiling(tmp_path, cli_env, side):
   root = _folder(tmp_path / 'data', ('a', 'b'), side, count=8)
-  result = run_cli('main', f'--config={TINY}', f'--workdir={tmp_path / "run"}',
+  result = run_cli('main', *SEARCH, f'--workdir={tmp_path / "run"}',
                    '--config.data.source=image_folder', f'--config.data.data_dir={root}',
                    '--config.data.max_examples=-1', env=cli_env, check=False)
   _assert_one_line(result, 2, f'images of {side}x{side}', 'sides divisible by 2')
@@ -391,7 +397,7 @@ def test_a_history_cut_mid_line_is_mended_from_the_checkpoint(finished, tmp_path
   shutil.copytree(finished, workdir)
   text = (workdir / 'history.jsonl').read_text()
   (workdir / 'history.jsonl').write_text(text[:len(text) - 40])  # the last line lost its end
-  result = run_cli('main', f'--config={TINY}', f'--workdir={workdir}', env=cli_env)
+  result = run_cli('main', *SEARCH, f'--workdir={workdir}', env=cli_env)
   assert 'its last line was cut' in result.stderr
   assert _history_without_clock(workdir) == _history_without_clock(finished)
   summary = json.loads((workdir / 'summary.json').read_text())
@@ -405,7 +411,7 @@ def test_a_dangling_checkpoints_link_is_one_line(finished, tmp_path, cli_env):
   shutil.rmtree(workdir / 'checkpoints')
   (workdir / 'checkpoints').symlink_to(tmp_path / 'unmounted' / 'disk')
   before = snapshot(workdir)
-  result = run_cli('main', f'--config={TINY}', f'--workdir={workdir}', env=cli_env,
+  result = run_cli('main', *SEARCH, f'--workdir={workdir}', env=cli_env,
                    check=False)
   _assert_one_line(result, 1, 'is a symbolic link to', 'does not exist (an unmounted disk?)')
   assert snapshot(workdir) == before and os.path.islink(workdir / 'checkpoints')
