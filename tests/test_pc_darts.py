@@ -112,13 +112,11 @@ def test_derivation_equals_the_reference_and_the_cli_applies_it(tmp_path, capsys
   assert 'not divisible by --partial-channels 4' in capsys.readouterr().err
 
 
-def test_hvp_equals_a_numerical_derivative_with_betas():
+def test_exact_equals_hvp_equals_a_numerical_derivative_with_betas():
   """On the tiny PC-DARTS supernet (β included) with a ResNet-18 audience, in float64 with every
-  kink smoothed (the networks' and the audience input's: δ' ⊙ x has no |·| or max): `hvp`
-  against central differences of the unrolled objective O_A along random directions of A (every
-  entry of α and β moves). `exact` is not built here: hvp = exact is a property of the
-  hypergradient code, not of the space (checked on the DARTS base, test_hypergrad.py and
-  test_lease.py), and PC-DARTS's float64 exact program was this suite's longest compilation."""
+  kink smoothed (the networks' and the audience input's: δ' ⊙ x has no |·| or max): `exact` and
+  `hvp` against central differences of the unrolled objective O_A along random directions of A
+  (every entry of α and β moves)."""
   config = tiny.get_config()
   config.explainer.base = 'pc_darts'
   config.explainer.impl = 'smooth'
@@ -134,8 +132,10 @@ def test_hvp_equals_a_numerical_derivative_with_betas():
     problem = search.spec.problem
     inputs = search_helpers.hypergradient_inputs(search, state, train, val)
     flat = lambda tree: np.asarray(jax.flatten_util.ravel_pytree(tree)[0])
+    exact = hypergrad.hypergradient('exact', problem, **inputs)
     hvp = hypergrad.hypergradient('hvp', problem, **inputs)
-    assert np.linalg.norm(flat(hvp.total['betas_reduce'])) > 0  # tiny: one reduction cell
+    np.testing.assert_allclose(flat(hvp.total), flat(exact.total), rtol=1e-7, atol=1e-10)
+    assert np.linalg.norm(flat(exact.total['betas_reduce'])) > 0  # tiny: one reduction cell
     objective = jax.jit(lambda a: lease.architecture_objective(
         search.spec, state.replace(alphas=a), train, val))
     for seed in range(3):
@@ -146,7 +146,7 @@ def test_hvp_equals_a_numerical_derivative_with_betas():
       # Richardson's extrapolation of two central differences: error O(h⁴), not O(h²) (the
       # audience term's third derivatives are large even with the kinks smoothed).
       numeric = (4 * central(5e-5) - central(1e-4)) / 3
-      analytic = float(np.dot(flat(hvp.total), flat(direction)))
+      analytic = float(np.dot(flat(exact.total), flat(direction)))
       assert analytic == pytest.approx(numeric, rel=1e-7, abs=1e-10), seed
 
 
