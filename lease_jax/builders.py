@@ -20,7 +20,7 @@ class Search:
 
   spec: lease.SearchSpec
   space: spaces.Space  # the search space and its supernet (the explainer)
-  audience: audience_lib.ResNet18 | None
+  audience: audience_lib.ResNet | None
   info: data.DatasetInfo
   steps_per_epoch: int
   init_scale: float = 1e-3
@@ -128,7 +128,8 @@ def check_config(config, job: str | None = None) -> None:
       if field.split('.')[1] in config.hypergrad:
         _at_least(config, field, 1)
     for field in ('search.epochs', 'search.batch_size', 'explainer.channels',
-                  'explainer.layers', 'audience.width', 'search.keep_checkpoints',
+                  'explainer.layers', 'audience.width', 'audience.blocks_per_stage',
+                'search.keep_checkpoints',
                   'search.checkpoint_every', 'explainer.steps'):
       _at_least(config, field, 1)
     for field in ('explainer.learning_rate', 'audience.learning_rate', 'arch.learning_rate'):
@@ -169,9 +170,9 @@ def build_search(config, info: data.DatasetInfo, steps_per_epoch: int,
   audience_apply = audience_tx = None
   if gamma > 0:
     # 'smooth' (a study option) smooths the audience's kinks as well as the explainer's
-    audience = audience_lib.ResNet18(num_classes=info.num_classes, width=au.width,
-                                     bn_groups=bn_groups,
-                                     impl='smooth' if ex.impl == 'smooth' else 'auto')
+    audience = audience_lib.ResNet(num_classes=info.num_classes, width=au.width,
+                                   blocks_per_stage=au.blocks_per_stage, bn_groups=bn_groups,
+                                   impl='smooth' if ex.impl == 'smooth' else 'auto')
     _, audience_apply = audience_lib.make_audience(audience)
     audience_tx = optim.weights_optimizer(au.learning_rate, au.learning_rate_min, au.momentum,
                                           au.weight_decay, search.epochs, steps_per_epoch)

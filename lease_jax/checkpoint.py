@@ -73,7 +73,8 @@ ADDED_FIELDS = {'explainer.base': 'darts', 'explainer.partial_channels': 4,
                 'hypergrad.explainer_steps': 1, 'hypergrad.explanation_steps': 1,
                 'hypergrad.audience_steps': 1, 'hypergrad.implicit_solver': 'cg',
                 'hypergrad.implicit_iterations': 10, 'hypergrad.implicit_damping': 1.0,
-                'hypergrad.implicit_scale': 0.025, 'train.keep_partial_batch': False}
+                'hypergrad.implicit_scale': 0.025, 'train.keep_partial_batch': False,
+                'audience.blocks_per_stage': 2}
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:

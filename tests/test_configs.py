@@ -58,6 +58,7 @@ def test_unknown_field_is_refused():
     ('parallel.batch_norm', 'sync', "parallel.batch_norm 'sync'"),
     ('train.network', 'mobile', "train.network 'mobile'"),
     ('explainer.steps', 0, 'explainer.steps = 0; must be >= 1'),
+    ('audience.blocks_per_stage', 0, 'audience.blocks_per_stage = 0; must be >= 1'),
     ('data.padding', -1, 'data.padding = -1; must be >= 0'),
     ('search.checkpoint_every', 0, 'search.checkpoint_every = 0; must be >= 1'),
     ('search.plot_every', -1, 'search.plot_every = -1; must be >= 0'),

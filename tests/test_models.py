@@ -33,8 +33,31 @@ def test_parameter_counts_match_darts_pytorch():
   imagenet = eval_shapes(
       eval_network.NetworkImageNet(GENOTYPES['DARTS_V2'], 48, 1000, 14, True), 224)
   assert _count(imagenet['params'], 'auxiliary_head') == 4_718_752
-  resnet = jax.eval_shape(audience.ResNet18(10).init, KEY, jnp.zeros((2, 32, 32, 3)))
+  resnet = jax.eval_shape(audience.ResNet(10).init, KEY, jnp.zeros((2, 32, 32, 3)))
   assert _count(resnet['params']) == 11_173_962
+
+
+def _cifar_resnet_weights(blocks_per_stage, width=64, classes=10):
+  """The CIFAR ResNet's weights counted by hand: a 3x3 stem and its BN; per BasicBlock two 3x3
+  convs with their BNs and, where the channels change, a 1x1 shortcut with its BN; the linear
+  classifier."""
+  total, c_in = 27 * width + 2 * width, width
+  for stage in range(4):
+    c = width * 2 ** stage
+    for _ in range(blocks_per_stage):
+      total += 9 * c_in * c + 2 * c + 9 * c * c + 2 * c + (c_in * c + 2 * c if c_in != c else 0)
+      c_in = c
+  return total + c_in * classes + classes
+
+
+@pytest.mark.parametrize('blocks,expected', [(2, 11_173_962), (1, 4_903_242)])
+def test_audience_depth_is_blocks_per_stage(blocks, expected):
+  # ResNet-18 (the paper's audience) and ResNet-10 (tiny's): the count by hand and the network's
+  assert _cifar_resnet_weights(blocks) == expected
+  shapes = jax.eval_shape(audience.ResNet(10, blocks_per_stage=blocks).init, KEY,
+                          jnp.zeros((2, 32, 32, 3)))
+  assert _count(shapes['params']) == expected
+  assert len([name for name in shapes['params'] if name.startswith('layer')]) == 4 * blocks
 
 
 @pytest.fixture(scope='module')
@@ -107,7 +130,7 @@ def test_edge_schedule_covers_every_edge_once():
 
 
 def test_audience_forward():
-  model = audience.ResNet18(num_classes=7, width=4)
+  model = audience.ResNet(num_classes=7, width=4)
   init, apply = audience.make_audience(model)
   x = jax.random.normal(KEY, (2, 16, 16, 3))
   params = jax.jit(init)(KEY, x)

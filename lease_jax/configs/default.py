@@ -70,6 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
   # The audience: ResNet-18 (CIFAR variant), `width` channels in its first stage (64 = ResNet-18).
   config.audience = ml_collections.ConfigDict(dict(
       width=16,
+      blocks_per_stage=2,       # BasicBlocks a stage: 2 = ResNet-18 (the paper's), 1 = ResNet-10
       learning_rate=0.025,
       learning_rate_min=0.001,
       momentum=0.9,
