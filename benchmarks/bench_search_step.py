@@ -17,7 +17,7 @@ runs past `--timeout` is killed and reported with the time and memory it had rea
 Sizes: tiny (1 cell, C=4, batch 8, 8x8 images: a smoke size, the suite's), small (5 cells,
 C=8, batch 16), full (8 cells, C=16, batch 64, the paper's search); images 32x32x3 (CIFAR's) at
 small and full, 10 classes, ResNet-18 audience of width 64 at full size (the paper's), 16 at
-small, 4 at tiny. Writes `<out>/bench_<size>.json` and `.md` with the machine and
+small; at tiny a ResNet-10 of width 4 (one block a stage, the tests' tiny config's). Writes `<out>/bench_<size>.json` and `.md` with the machine and
 date. The persistent compilation cache is off: compile times are real.
 """
 
@@ -33,10 +33,10 @@ import subprocess
 import sys
 import time
 
-SIZES = {  # layers, channels, batch, audience width, image side
-    'tiny': (1, 4, 8, 4, 8),
-    'small': (5, 8, 16, 16, 32),
-    'full': (8, 16, 64, 64, 32),
+SIZES = {  # layers, channels, batch, audience width, audience blocks per stage, image side
+    'tiny': (1, 4, 8, 4, 1, 8),
+    'small': (5, 8, 16, 16, 2, 32),
+    'full': (8, 16, 64, 64, 2, 32),
 }
 VARIANTS = {  # name: (gamma, mode, base)
     'darts_1st': (0.0, 'first_order', 'darts'),
@@ -55,7 +55,7 @@ VARIANTS = {  # name: (gamma, mode, base)
 
 def _config(size: str, variant: str, impl: str, jit_whole: bool):
   from lease_jax.configs import default
-  layers, channels, batch, width, _ = SIZES[size]
+  layers, channels, batch, width, blocks, _ = SIZES[size]
   gamma, mode, base = VARIANTS[variant]
   config = default.get_config()
   config.explainer.base = base
@@ -63,7 +63,7 @@ def _config(size: str, variant: str, impl: str, jit_whole: bool):
   config.search.jit_whole_step = jit_whole
   config.explainer.layers, config.explainer.channels = layers, channels
   config.explainer.impl = impl
-  config.audience.width = width
+  config.audience.width, config.audience.blocks_per_stage = width, blocks
   return config
 
 
@@ -264,9 +264,9 @@ def main(argv=None) -> int:
 
   import jax
   ceiling = matmul_gflops()
-  layers, channels, batch, width, side = SIZES[args.size]
-  header = (f'size {args.size}: {layers} cells, C={channels}, batch {batch}, ResNet-18 width '
-            f'{width}, {side}x{side} images; kernels {args.impl}; {"one program" if args.jit_whole else "pieces"}; '
+  layers, channels, batch, width, blocks, side = SIZES[args.size]
+  header = (f'size {args.size}: {layers} cells, C={channels}, batch {batch}, '
+            f'ResNet-{2 + 8 * blocks} width {width}, {side}x{side} images; kernels {args.impl}; {"one program" if args.jit_whole else "pieces"}; '
             f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
             f'{jax.devices()[0].device_kind}; jax {jax.__version__}; '
             f'{datetime.date.today().isoformat()}; fp32 matmul {ceiling:.1f} GFLOP/s')

@@ -10,8 +10,8 @@
 #      time, iteration time and peak device memory at the paper's size (8 cells, C=16, batch 64,
 #      ResNet-18 width 64), random CIFAR-shaped data, each in its own process;
 #   3. LeaSE's hvp mode the same way over 100 iterations: its median iteration is the throughput.
-# --size tiny (8x8 images, one iteration each) runs the same steps on CPU in a few minutes, most of
-# it compiling (the test suite does).
+# --size tiny (8x8 images, a ResNet-10 audience, one iteration each) runs the same steps on CPU in a
+# few minutes, most of it compiling (the test suite does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=full

@@ -149,7 +149,7 @@ TINY_NB201 = ('--config.data.source=packaged', '--config.data.name=digits',
               '--config.search.epochs=2', '--config.search.checkpoint_every=2',
               '--config.search.log_every=2', '--config.explainer.channels=4',
               '--config.explainer.layers=1', '--config.explainer.impl=xla',
-              '--config.audience.width=4')
+              '--config.audience.width=4', '--config.audience.blocks_per_stage=1')
 
 
 @pytest.fixture(scope='module')

@@ -69,6 +69,7 @@ def test_named_explanation_configs_run(tmp_path, env, name):
   sizes = ('--config.data.max_examples=48', '--config.search.batch_size=8',
            '--config.explainer.channels=4', '--config.explainer.layers=1',
            '--config.explainer.impl=xla', '--config.audience.width=4',
+           '--config.audience.blocks_per_stage=1',
            '--config.search.max_steps=2', '--config.search.checkpoint_every=2')
   run_cli('main', f'--config={cli_utils.config_path(name)}', f'--workdir={workdir}', *sizes,
        env=env)
