@@ -17,8 +17,8 @@ runs past `--timeout` is killed and reported with the time and memory it had rea
 Sizes: tiny (1 cell, C=4, batch 8, 8x8 images: a smoke size, the suite's), small (5 cells,
 C=8, batch 16), full (8 cells, C=16, batch 64, the paper's search); images 32x32x3 (CIFAR's) at
 small and full, 10 classes, ResNet-18 audience of width 64 at full size (the paper's), 16 at
-small; at tiny a ResNet-10 of width 4 (one block a stage, the tests' tiny config's). Writes `<out>/bench_<size>.json` and `.md` with the machine and
-date. The persistent compilation cache is off: compile times are real.
+small; at tiny a ResNet-10 of width 4 (one block a stage, as the tests' tiny config). Writes
+`<out>/bench_<size>.json` and `.md` with the machine and date. The persistent compilation cache is off: compile times are real.
 """
 
 from __future__ import annotations
@@ -266,7 +266,8 @@ def main(argv=None) -> int:
   ceiling = matmul_gflops()
   layers, channels, batch, width, blocks, side = SIZES[args.size]
   header = (f'size {args.size}: {layers} cells, C={channels}, batch {batch}, '
-            f'ResNet-{2 + 8 * blocks} width {width}, {side}x{side} images; kernels {args.impl}; {"one program" if args.jit_whole else "pieces"}; '
+            f'ResNet-{2 + 8 * blocks} width {width}, {side}x{side} images; kernels {args.impl}; '
+            f'{"one program" if args.jit_whole else "pieces"}; '
             f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
             f'{jax.devices()[0].device_kind}; jax {jax.__version__}; '
             f'{datetime.date.today().isoformat()}; fp32 matmul {ceiling:.1f} GFLOP/s')

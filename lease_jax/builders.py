@@ -129,8 +129,7 @@ def check_config(config, job: str | None = None) -> None:
         _at_least(config, field, 1)
     for field in ('search.epochs', 'search.batch_size', 'explainer.channels',
                   'explainer.layers', 'audience.width', 'audience.blocks_per_stage',
-                'search.keep_checkpoints',
-                  'search.checkpoint_every', 'explainer.steps'):
+                  'search.keep_checkpoints', 'search.checkpoint_every', 'explainer.steps'):
       _at_least(config, field, 1)
     for field in ('explainer.learning_rate', 'audience.learning_rate', 'arch.learning_rate'):
       _positive(config, field)
