@@ -46,8 +46,8 @@ jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 # The files that take longest, longest first. CI's two workers take whole files (`--dist
 # loadfile`) in collection order, so a long file collected late runs alone while the other worker
 # idles; longest first is the classic scheduling remedy. Files not listed follow in their order.
-# Measured (summed seconds per file, CI's command from a clean clone, cold cache, 2026-12-03 at
-# 129 GFLOP/s): pipeline 387, faults 321, parallel 319, pc_darts 305, benchmark 252, nb201 187,
+# Measured (summed seconds per file, CI's pytest command from a clean clone of fa314b9, cold
+# cache, 2026-12-03 at 129 GFLOP/s): pipeline 387, faults 321, parallel 319, pc_darts 305, benchmark 252, nb201 187,
 # models 160, lease 121, hypergrad 107, kernels 29; the rest 43 together. Dealt out longest first
 # these sums split ~1,115 s a worker; the order before (an older measurement, pc_darts unlisted)
 # ran 1,249 s for 2,230 s of tests, 11% of the two cores' time idle.

@@ -5,7 +5,7 @@
 Compile time dominates at this size (the programs are as large as at full size, the arrays tiny),
 so the supernet has one cell (a reduction cell: both cell types' α exist, the normal one unused)
 and XLA's own kernels, which compile fastest, and the audience one BasicBlock a stage (ResNet-10:
-the same code as ResNet-18's, and a tiny hvp step's programs compile in ~3/4 of the time).
+the same code as ResNet-18's; a tiny hvp step's programs compiled in 13.9 s against 18.3 s).
 """
 
 from lease_jax.configs import default
