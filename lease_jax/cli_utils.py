@@ -103,13 +103,21 @@ class one_line_errors:
             f'saved are kept: free space or fix permissions, then rerun the same command to '
             f'resume', file=sys.stderr)
       sys.exit(1)
-    if isinstance(error, Interrupted):
-      print(f'{self.prog}: {error}', file=sys.stderr)
-      sys.exit(130)
-    if isinstance(error, KeyboardInterrupt):
-      print(f'{self.prog}: interrupted before the run loop; rerun the same command to resume '
-            f'(from the last checkpoint, if there is one)', file=sys.stderr)
-      sys.exit(130)
+    if isinstance(error, (Interrupted, KeyboardInterrupt)):
+      if isinstance(error, Interrupted):
+        print(f'{self.prog}: {error}', file=sys.stderr)
+      else:
+        print(f'{self.prog}: interrupted before the run loop; rerun the same command to resume '
+              f'(from the last checkpoint, if there is one)', file=sys.stderr)
+      # Everything saved has landed (`checkpoint.stopping_safely` waited; the loops flushed their
+      # events; the workdir's lock is released). Leave at once: a normal exit joins every
+      # non-daemon thread, and Ctrl-C can land between a lock's acquire and its `with` block
+      # (Python's signal handling), leaving the lock held. Seen once in the suite on a loaded
+      # machine: the interrupt landed in a `ThreadPoolExecutor.submit`, inside the pool's
+      # idle semaphore's condition (the prefetcher submits every step); the pool's worker then
+      # blocked forever releasing that semaphore, and the exit forever joining the worker (py-spy,
+      # 20 minutes after this line).
+      _leave_now(130)
     if isinstance(error, errors.NonFiniteError):
       print(f'{self.prog}: stopped: {error}; the last good checkpoint and outputs are kept',
             file=sys.stderr)
@@ -119,13 +127,19 @@ class one_line_errors:
       # A failed restore leaves TensorStore reads in flight whose callbacks, at interpreter
       # exit, print "Event loop is closed" tracebacks after the line. Nothing of the run has
       # started (the restore is its first step), so leave at once.
-      sys.stdout.flush()
-      sys.stderr.flush()
-      os._exit(2)
+      _leave_now(2)
     if isinstance(error, UserError):
       print(f'{self.prog}: error: {error}', file=sys.stderr)
       sys.exit(2)
     return False
+
+
+def _leave_now(status: int) -> None:
+  """Exits with `status` at once, stdout and stderr flushed, skipping interpreter shutdown (its
+  thread joins and exit handlers)."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)
 
 
 def _config_override_error(error: Exception) -> str:

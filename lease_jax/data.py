@@ -525,7 +525,7 @@ class Prefetcher:
 
   def __init__(self, fetch: Callable[[int], dict], start: int, depth: int = 2):
     self._fetch, self._next, self._depth = fetch, start, depth
-    self._pool = concurrent.futures.ThreadPoolExecutor(1)
+    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='prefetch')
     self._queue = [self._pool.submit(fetch, start + i) for i in range(depth)]
 
   def get(self, step: int) -> dict:

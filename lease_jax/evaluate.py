@@ -286,6 +286,7 @@ def _train(config, genotype: search_space.Genotype, workdir: str, started: float
   finally:
     progress.close()
     prefetch.close()
+    writer.flush()  # every event so far on disk, whatever ends the loop (Ctrl-C leaves at once)
 
   finished = int(state.step) >= total_steps
   record.finish(state, hint)

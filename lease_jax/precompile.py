@@ -111,8 +111,9 @@ def compile_all(calls, workers: int | None = None,
   core); the arguments may be arrays or `ShapeDtypeStruct`s. Returns the compiled programs in
   the order of `calls`: with the default options a call of `jitted` itself finds them compiled
   (jax's in-memory cache); with `compiler_options` only the returned program has them. Interrupted
-  (Ctrl-C), it empties the queue and re-raises at once; the programs being compiled finish before
-  the process exits (a thread cannot leave XLA's compiler midway). Called with traced arguments
+  (Ctrl-C), it empties the queue and re-raises at once; the programs being compiled cannot stop
+  midway (a thread cannot leave XLA's compiler), and the command-line tools leave without waiting
+  for them (`cli_utils.one_line_errors`). Called with traced arguments
   (inside `jax.jit`, `jax.eval_shape`, ...), it compiles nothing and returns a None for each
   call: the caller's calls will be traced, not run."""
   if any(isinstance(leaf, jax.core.Tracer) for call in calls for leaf in jax.tree.leaves(call[1:])):

@@ -186,6 +186,7 @@ def _search(config, workdir: str, table, started: float) -> dict:
     compiles.__exit__(None, None, None)
     progress.close()
     prefetch.close()
+    writer.flush()  # every event so far on disk, whatever ends the loop (Ctrl-C leaves at once)
 
   finished = int(state.step) >= total_steps
   record.finish(state, hint)

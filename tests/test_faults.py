@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -251,6 +252,28 @@ def test_ctrl_c_stops_with_one_line_after_the_checkpoint_lands(tmp_path, cli_env
   line = _assert_one_line(result, 130, 'interrupted at step', 'rerun the same command')
   resumes_from = int(line.rsplit('from step ', 1)[1])
   assert resumes_from >= 3 and str(resumes_from) in os.listdir(workdir / 'checkpoints')
+
+
+def test_ctrl_c_leaves_at_once_whatever_thread_is_still_waiting(tmp_path):
+  # Ctrl-C can land between a lock's acquire and its `with` block and leave the lock held (once,
+  # in a ThreadPoolExecutor's idle semaphore: its worker then never ended, nor did the exit that
+  # joins it). After the one line, the command leaves without joining threads: here a pool's
+  # worker blocked on a lock that nobody will release.
+  script = tmp_path / 'interrupted.py'
+  script.write_text(textwrap.dedent("""
+      import concurrent.futures, threading
+      from lease_jax import cli_utils, errors
+      held = threading.Lock()
+      held.acquire()
+      pool = concurrent.futures.ThreadPoolExecutor(1)
+      pool.submit(held.acquire)
+      with cli_utils.one_line_errors('lease-search'):
+        raise errors.Interrupted('interrupted at step 3; rerun the same command to resume from '
+                                 'step 3')
+      """))
+  result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60)
+  _assert_one_line(result, 130, 'lease-search: interrupted at step 3')
 
 
 @pytest.mark.parametrize('override, expected', [
