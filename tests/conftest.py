@@ -46,13 +46,13 @@ jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 # The files that take longest, longest first. CI's two workers take whole files (`--dist
 # loadfile`) in collection order, so a long file collected late runs alone while the other worker
 # idles; longest first is the classic scheduling remedy. Files not listed follow in their order.
-# Measured (summed seconds per file, CI's pytest command from a clean clone of fa314b9, cold
-# cache, 2026-12-03 at 129 GFLOP/s): pipeline 387, faults 321, parallel 319, pc_darts 305, benchmark 252, nb201 187,
-# models 160, lease 121, hypergrad 107, kernels 29; the rest 43 together. Dealt out longest first
-# these sums split ~1,115 s a worker; the order before (an older measurement, pc_darts unlisted)
-# ran 1,249 s for 2,230 s of tests, 11% of the two cores' time idle.
-LONGEST_FIRST = ('test_pipeline.py', 'test_faults.py', 'test_parallel.py', 'test_pc_darts.py',
-                 'test_benchmark.py', 'test_nb201.py', 'test_models.py', 'test_lease.py',
+# Measured (summed seconds per file, CI's pytest command with `--durations=0` from a clean clone of
+# 00a7e7c, cold cache, the NB201 study niced beside it, 2026-12-04): pipeline 431, pc_darts 386,
+# faults 363, parallel 302, benchmark 242, nb201 210, models 186, lease 145, hypergrad 126,
+# kernels 27; the rest 49 together (2,466 s of tests in 1,287 s). Then pc_darts lost its float64
+# `exact` (97 s) and parallel its 4-device `exact` (95 s): ~290 and ~207, the order below.
+LONGEST_FIRST = ('test_pipeline.py', 'test_faults.py', 'test_pc_darts.py', 'test_benchmark.py',
+                 'test_nb201.py', 'test_parallel.py', 'test_models.py', 'test_lease.py',
                  'test_hypergrad.py', 'test_kernels.py')
 
 

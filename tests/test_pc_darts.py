@@ -112,11 +112,16 @@ def test_derivation_equals_the_reference_and_the_cli_applies_it(tmp_path, capsys
   assert 'not divisible by --partial-channels 4' in capsys.readouterr().err
 
 
-def test_exact_equals_hvp_equals_a_numerical_derivative_with_betas():
+def test_hvp_equals_a_numerical_derivative_with_betas():
   """On the tiny PC-DARTS supernet (β included) with a ResNet-18 audience, in float64 with every
-  kink smoothed (the networks' and the audience input's: δ' ⊙ x has no |·| or max): `exact` and
-  `hvp` against central differences of the unrolled objective O_A along random directions of A
-  (every entry of α and β moves)."""
+  kink smoothed (the networks' and the audience input's: δ' ⊙ x has no |·| or max): `hvp`
+  against central differences of the unrolled objective O_A along random directions of A (every
+  entry of α and β moves).
+
+  `exact` is not computed here: it is the same nested `jax.grad` whatever leaves A holds, and
+  equals `hvp` on the DARTS supernet (gpu_check.sh's check, test_benchmark.py) and on small
+  problems in float64 (test_hypergrad.py). Its float64 evaluation on
+  this supernet was the suite's second-longest test (97 s of 231 s, 2 cores, 2026-12-04)."""
   config = tiny.get_config()
   config.explainer.base = 'pc_darts'
   config.explainer.impl = 'smooth'
@@ -132,10 +137,8 @@ def test_exact_equals_hvp_equals_a_numerical_derivative_with_betas():
     problem = search.spec.problem
     inputs = search_helpers.hypergradient_inputs(search, state, train, val)
     flat = lambda tree: np.asarray(jax.flatten_util.ravel_pytree(tree)[0])
-    exact = hypergrad.hypergradient('exact', problem, **inputs)
     hvp = hypergrad.hypergradient('hvp', problem, **inputs)
-    np.testing.assert_allclose(flat(hvp.total), flat(exact.total), rtol=1e-7, atol=1e-10)
-    assert np.linalg.norm(flat(exact.total['betas_reduce'])) > 0  # tiny: one reduction cell
+    assert np.linalg.norm(flat(hvp.total['betas_reduce'])) > 0  # tiny: one reduction cell
     objective = jax.jit(lambda a: lease.architecture_objective(
         search.spec, state.replace(alphas=a), train, val))
     for seed in range(3):
@@ -146,7 +149,7 @@ def test_exact_equals_hvp_equals_a_numerical_derivative_with_betas():
       # Richardson's extrapolation of two central differences: error O(h⁴), not O(h²) (the
       # audience term's third derivatives are large even with the kinks smoothed).
       numeric = (4 * central(5e-5) - central(1e-4)) / 3
-      analytic = float(np.dot(flat(exact.total), flat(direction)))
+      analytic = float(np.dot(flat(hvp.total), flat(direction)))
       assert analytic == pytest.approx(numeric, rel=1e-7, abs=1e-10), seed
 
 
