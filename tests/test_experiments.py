@@ -4,6 +4,7 @@ import csv
 import importlib.util
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -215,3 +216,46 @@ def test_vs_pytorch_table_pairs_each_seed_and_epoch_of_both_sides(tmp_path):
   assert '| 1 | 1 | 0.0250 / 0.0250 | 1.6000 / 1.7000 | 0.4000 / 0.4100 | 0.3000 / 0.4000 |' in text
   # Mean gap (-0.10 - 0.02) / 2 = -0.06, std over the two seeds 0.0566.
   assert '| 1 | 2 | 0.3200 | 0.3800 | -0.0600 ± 0.0566 |' in text
+
+
+def test_keep_records_copies_finished_runs_and_mirrors_the_latest_checkpoint(tmp_path):
+  # A lost machine loses the study's workdir (outside the repository): what the drivers need to
+  # skip a finished run, and an unfinished run's newest checkpoint, must be in RESULTS.
+  workdir, results = tmp_path / 'runs', tmp_path / 'results'
+  done, running = workdir / 'r2_darts_2nd_seed1', workdir / 'r2_lease_hvp_seed1'
+  done.mkdir(parents=True)
+  for name, text in (('summary.json', '{"finished": true}'), ('config.json', '{}'),
+                     ('history.jsonl', '{"epoch": 1}\n'), ('events.out', 'x')):
+    (done / name).write_text(text)
+  for step in (40, 120, 80):
+    (running / 'checkpoints' / str(step)).mkdir(parents=True)
+    (running / 'checkpoints' / str(step) / 'state').write_text(str(step))
+  (running / 'config.json').write_text('{}')
+  (running / '.lock').write_text('pid')
+  (running / 'summary.json').write_text('{"finished": false}')
+  (workdir / 'not_a_run').mkdir()  # no config.json: not a search workdir, left alone
+  script = os.path.join(EXPERIMENTS, 'keep_records.sh')
+  result = subprocess.run(['bash', script, str(workdir), str(results), '0'], capture_output=True,
+                          text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
+  assert 'r2_darts_2nd_seed1: finished' in result.stdout
+  kept = results / 'finished' / 'r2_darts_2nd_seed1'
+  assert sorted(p.name for p in kept.iterdir()) == ['config.json', 'history.jsonl', 'summary.json']
+  assert (kept / 'history.jsonl').read_text() == '{"epoch": 1}\n'
+  mirror = results / 'unfinished' / 'r2_lease_hvp_seed1'
+  assert sorted(p.name for p in (mirror / 'checkpoints').iterdir()) == ['120']
+  assert (mirror / 'checkpoints' / '120' / 'state').read_text() == '120'
+  assert not (mirror / '.lock').exists() and (mirror / 'config.json').exists()
+  assert sorted(p.name for p in results.iterdir()) == ['finished', 'unfinished']
+  assert sorted(p.name for p in (results / 'unfinished').iterdir()) == ['r2_lease_hvp_seed1']
+  # Once finished, the run moves from unfinished/ to finished/; a second pass copies nothing.
+  (running / 'summary.json').write_text('{"finished": true}')
+  (running / 'history.jsonl').write_text('{}\n')
+  again = subprocess.run(['bash', script, str(workdir), str(results), '0'], capture_output=True,
+                         text=True, timeout=60)
+  assert again.returncode == 0 and 'r2_darts_2nd_seed1' not in again.stdout
+  assert (results / 'finished' / 'r2_lease_hvp_seed1' / 'summary.json').exists()
+  assert not list((results / 'unfinished').iterdir())
+  missing = subprocess.run(['bash', script, str(tmp_path / 'nowhere'), str(results), '0'],
+                           capture_output=True, text=True, timeout=60)
+  assert missing.returncode == 2 and 'is not a folder' in missing.stderr
