@@ -162,6 +162,33 @@ def test_study_runs_seed_by_seed_and_writes_runs_csv_with_its_base(tmp_path):
   assert (results / 'report' / 'report.md').exists()
 
 
+def test_the_committed_study_records_agree_with_runs_csv():
+  # What the maintainers look up (runs.csv's arch strings) must be valid NB201 cells, and each
+  # run's kept record (what a resume on a fresh machine skips by) must say the same cell, step
+  # and accuracy, with the history's last epoch ending on that cell.
+  from lease_jax import search_space
+  study = os.path.join(EXPERIMENTS, 'results', 'nb201_round2', 'study')
+  rows = list(csv.DictReader(open(os.path.join(study, 'runs.csv'))))
+  assert rows and {r['method'] for r in rows} <= set(nb201_round2.STUDY_METHODS)
+  for row in rows:
+    name = f'{nb201_round2.STUDY_RUNG}_{row["method"]}_seed{row["seed"]}'
+    arch = search_space.Nb201Arch.from_string(row['arch'])
+    assert arch.to_string() == row['arch'], name
+    assert int(row['skip_edges']) == nb201_round2.skip_edges(row['arch'])
+    assert row['base'] == nb201_round2.STUDY_METHODS[row['method']][2]
+    kept = os.path.join(study, 'finished', name)
+    with open(os.path.join(kept, 'summary.json')) as f:
+      summary = json.load(f)
+    assert summary['finished'] and summary['arch'] == row['arch'], name
+    assert summary['step'] == int(row['steps'])
+    assert round(summary['final_explainer_val_acc'], 4) == float(row['explainer_val_acc'])
+    with open(os.path.join(kept, 'history.jsonl')) as f:
+      history = [json.loads(line) for line in f if line.strip()]
+    assert history[-1]['genotype']['arch'] == row['arch'] and history[-1]['step'] == summary['step']
+    with open(os.path.join(study, 'histories', f'{name}.jsonl')) as f:
+      assert [json.loads(line) for line in f if line.strip()] == history, name
+
+
 audience_study = _load('audience_study')
 
 
