@@ -8,6 +8,10 @@ method, the hypergradient mode and γ (`method_of`) — and each group is summar
                          validation accuracies (mean ± std over seeds), search time, and with a
                          benchmark table the looked-up columns of the final cells (mean ± std)
   edges.csv              per group, edge and operation: how many seeds chose it
+  runs.csv               one row per run: its group, seed, directory, status, steps, the final
+                         (or, unfinished, the latest epoch's) cell and accuracies, search time,
+                         the operation's share of the cell and the looked-up benchmark columns;
+                         also listed in report.md
   plots/accuracy.png     explainer / audience validation accuracy per epoch, mean and a band of
                          ± one std over seeds, one colour per group
   plots/grad_norm.png    ‖∇_A‖ per epoch by term (total, explainer, audience), likewise
@@ -194,6 +198,47 @@ def edge_frequencies(groups: Mapping[str, Sequence[Run]]) -> list[dict]:
   return rows
 
 
+def cell_text(cell: Mapping[str, Any]) -> str:
+  """A derived cell on one line: NB201's arch string, or DARTS's kept edges per cell type
+  (`normal: sep_conv_3x3<-0 skip_connect<-1 ...; reduce: ...`)."""
+  if 'arch' in cell:
+    return cell['arch']
+  return '; '.join(f'{kind}: ' + ' '.join(f'{op}<-{source}' for op, source in cell[kind])
+                   for kind in ('normal', 'reduce'))
+
+
+def run_rows(groups: Mapping[str, Sequence[Run]],
+             table: Mapping[str, Mapping[str, float]] | None = None,
+             op: str = 'skip_connect') -> list[dict]:
+  """One row per run, in the groups' order: a finished run's final cell and values, an unfinished
+  one's latest epoch (blank where it has none)."""
+  rows = []
+  for name, runs in groups.items():
+    for run in runs:
+      last = run.history[-1] if run.history else {}
+      if run.finished:
+        cell, step = run.summary.get('genotype'), run.summary.get('step')
+        explainer = run.summary.get('final_explainer_val_acc')
+        audience = run.summary.get('final_audience_val_acc')
+        seconds = run.summary.get('search_time_s')
+      else:
+        cell, step = last.get('genotype'), last.get('step')
+        explainer = last.get('metrics', {}).get('explainer_val_acc')
+        audience = last.get('metrics', {}).get('audience_val_acc')
+        seconds = last.get('elapsed_s')
+      row = {'group': name, 'seed': run.seed, 'run': run.path,
+             'status': 'finished' if run.finished else 'unfinished',
+             'step': '' if step is None else step,
+             'explainer_val_acc': '' if explainer is None else f'{explainer:.4f}',
+             'audience_val_acc': '' if audience is None else f'{audience:.4f}',
+             'search_time_s': '' if seconds is None else f'{seconds:.1f}',
+             f'{op}_share': '' if not cell else f'{op_share(cell, op):.4g}',
+             'cell': '' if not cell else cell_text(cell)}
+      row.update({f'benchmark_{k}': f'{v:.6g}' for k, v in sorted(look_up(table, run).items())})
+      rows.append(row)
+  return rows
+
+
 def _fmt(value) -> str:
   if isinstance(value, tuple):
     mean, std = value
@@ -277,6 +322,12 @@ def write_report(paths: Sequence[str], out: str,
     writer = csv.DictWriter(f, ['group', 'edge', 'operation', 'seeds', 'of'])
     writer.writeheader()
     writer.writerows(edges)
+  per_run = run_rows(groups, table, op)
+  run_keys = list(dict.fromkeys(k for row in per_run for k in row))
+  with open(os.path.join(out, 'runs.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, run_keys, restval='')
+    writer.writeheader()
+    writer.writerows(per_run)
   unfinished = [r.path for r in runs if not r.finished]
   lines = ['# Runs report', '', f'{len(runs)} runs in {len(groups)} groups; mean ± std over '
            'the finished seeds of each group.', '',
@@ -292,6 +343,12 @@ def write_report(paths: Sequence[str], out: str,
     lines.append('')
   if unfinished:
     lines += ['## Unfinished (not averaged)', ''] + [f'- `{p}`' for p in unfinished] + ['']
+  shown = [k for k in run_keys if k not in ('group', 'run')]
+  lines += ['## Every run (unfinished: its latest epoch)', '',
+            '| group | ' + ' | '.join(shown) + ' |', '|' + '---|' * (len(shown) + 1)]
+  cells = lambda row: [f'`{row[k]}`'.replace('|', '\\|') if k == 'cell' and row[k] else
+                       str(row.get(k, '')) for k in shown]  # `\|`: a pipe inside a table
+  lines += ['| ' + ' | '.join([row['group']] + cells(row)) + ' |' for row in per_run] + ['']
   with open(os.path.join(out, 'report.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
   metric = lambda key: (lambda entry: entry.get('metrics', {}).get(key, np.nan))

@@ -59,6 +59,18 @@ def test_report_groups_runs_and_averages_finished_seeds_only(tmp_path):
       ('skip_connect', '1', '2'), ('nor_conv_3x3', '1', '2')}
   text = (out / 'report.md').read_text()
   assert '## Unfinished (not averaged)' in text and 'd2_s3' in text
+  # Every run on its own row: the finished ones' final cells, the unfinished one's latest epoch.
+  per_run = {r['run'].split('/')[-1]: r for r in csv.DictReader(open(out / 'runs.csv'))}
+  assert sorted(per_run) == ['d2_s1', 'd2_s2', 'd2_s3', 'l_s1']
+  assert (per_run['d2_s1']['status'], per_run['d2_s1']['cell'], per_run['d2_s1']['seed'],
+          per_run['d2_s1']['benchmark_test_acc'], per_run['d2_s1']['explainer_val_acc'],
+          per_run['d2_s1']['search_time_s']) == ('finished', SKIPS, '1', '54.3', '0.6000',
+                                                 '100.0')
+  assert float(per_run['d2_s1']['skip_connect_share']) == pytest.approx(4 / 6, rel=1e-3)
+  assert (per_run['d2_s3']['status'], per_run['d2_s3']['cell'], per_run['d2_s3']['step']) == (
+      'unfinished', SKIPS, '10')
+  assert per_run['l_s1']['benchmark_test_acc'] == '93'
+  assert '`' + SKIPS.replace('|', '\\|') + '`' in text  # a pipe inside a markdown table
   for name in ('accuracy.png', 'grad_norm.png', 'skip_connect_share.png'):
     assert (out / 'plots' / name).stat().st_size > 0
 
@@ -79,3 +91,11 @@ def test_bad_input_is_one_line(tmp_path, capsys):
   (tmp_path / 'empty').mkdir()
   assert report_cli.main([str(tmp_path / 'empty'), '--out', str(tmp_path / 'o')]) == 2
   assert 'has no config.json' in capsys.readouterr().err
+
+
+def test_a_darts_cell_is_one_line_of_kept_edges_per_cell_type():
+  cell = {'normal': [['sep_conv_3x3', 0], ['skip_connect', 1]],
+          'reduce': [['max_pool_3x3', 0], ['dil_conv_5x5', 2]]}
+  assert report.cell_text(cell) == ('normal: sep_conv_3x3<-0 skip_connect<-1; '
+                                    'reduce: max_pool_3x3<-0 dil_conv_5x5<-2')
+  assert report.cell_text({'arch': SKIPS}) == SKIPS
