@@ -345,10 +345,11 @@ def write_report(paths: Sequence[str], out: str,
     lines += ['## Unfinished (not averaged)', ''] + [f'- `{p}`' for p in unfinished] + ['']
   shown = [k for k in run_keys if k not in ('group', 'run')]
   lines += ['## Every run (unfinished: its latest epoch)', '',
-            '| group | ' + ' | '.join(shown) + ' |', '|' + '---|' * (len(shown) + 1)]
+            '| group | run | ' + ' | '.join(shown) + ' |', '|' + '---|' * (len(shown) + 2)]
   cells = lambda row: [f'`{row[k]}`'.replace('|', '\\|') if k == 'cell' and row[k] else
                        str(row.get(k, '')) for k in shown]  # `\|`: a pipe inside a table
-  lines += ['| ' + ' | '.join([row['group']] + cells(row)) + ' |' for row in per_run] + ['']
+  lines += ['| ' + ' | '.join([row['group'], os.path.basename(os.path.normpath(row['run']))]
+                              + cells(row)) + ' |' for row in per_run] + ['']
   with open(os.path.join(out, 'report.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
   metric = lambda key: (lambda entry: entry.get('metrics', {}).get(key, np.nan))
