@@ -43,7 +43,7 @@ keep_once() {
     find "$run" -maxdepth 1 -type f ! -name .lock -exec cp {} "$mirror.tmp/" \;
     [[ -d "$run/plots" ]] && cp -r "$run/plots" "$mirror.tmp/"
     latest="$(find "$run/checkpoints" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' \
-                -printf '%f\n' 2>/dev/null | sort -n | tail -1)"
+                -printf '%f\n' 2>/dev/null | sort -n | tail -1 || true)"  # none yet: ''
     [[ -n "$latest" ]] && cp -r "$run/checkpoints/$latest" "$mirror.tmp/checkpoints/"
     rm -rf "$mirror"; mv "$mirror.tmp" "$mirror"
   done

@@ -261,6 +261,8 @@ def test_keep_records_copies_finished_runs_and_mirrors_the_latest_checkpoint(tmp
   (running / '.lock').write_text('pid')
   (running / 'summary.json').write_text('{"finished": false}')
   (workdir / 'not_a_run').mkdir()  # no config.json: not a search workdir, left alone
+  (workdir / 'r2_pcdarts_seed1').mkdir()  # just started: config.json, no checkpoints/ yet
+  (workdir / 'r2_pcdarts_seed1' / 'config.json').write_text('{}')
   script = os.path.join(EXPERIMENTS, 'keep_records.sh')
   result = subprocess.run(['bash', script, str(workdir), str(results), '0'], capture_output=True,
                           text=True, timeout=60)
@@ -274,7 +276,9 @@ def test_keep_records_copies_finished_runs_and_mirrors_the_latest_checkpoint(tmp
   assert (mirror / 'checkpoints' / '120' / 'state').read_text() == '120'
   assert not (mirror / '.lock').exists() and (mirror / 'config.json').exists()
   assert sorted(p.name for p in results.iterdir()) == ['finished', 'unfinished']
-  assert sorted(p.name for p in (results / 'unfinished').iterdir()) == ['r2_lease_hvp_seed1']
+  assert sorted(p.name for p in (results / 'unfinished').iterdir()) == ['r2_lease_hvp_seed1',
+                                                                        'r2_pcdarts_seed1']
+  assert not list((results / 'unfinished' / 'r2_pcdarts_seed1' / 'checkpoints').iterdir())
   # Once finished, the run moves from unfinished/ to finished/; a second pass copies nothing.
   (running / 'summary.json').write_text('{"finished": true}')
   (running / 'history.jsonl').write_text('{}\n')
@@ -282,7 +286,7 @@ def test_keep_records_copies_finished_runs_and_mirrors_the_latest_checkpoint(tmp
                          text=True, timeout=60)
   assert again.returncode == 0 and 'r2_darts_2nd_seed1' not in again.stdout
   assert (results / 'finished' / 'r2_lease_hvp_seed1' / 'summary.json').exists()
-  assert not list((results / 'unfinished').iterdir())
+  assert [p.name for p in (results / 'unfinished').iterdir()] == ['r2_pcdarts_seed1']
   missing = subprocess.run(['bash', script, str(tmp_path / 'nowhere'), str(results), '0'],
                            capture_output=True, text=True, timeout=60)
   assert missing.returncode == 2 and 'is not a folder' in missing.stderr
